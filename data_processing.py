@@ -1,0 +1,114 @@
+"""Pre- and post-processing for Tiny YOLOv2, as pure vectorised NumPy.
+
+Kept free of any engine or camera so that decoding can be tested with hand-made
+tensors and timed on its own (the goal is well under a millisecond per frame).
+"""
+import cv2
+import numpy as np
+
+
+def preprocess(frame_bgr, input_hw, scale=1.0):
+    """BGR frame -> float32 NCHW RGB blob of the model's size, pixels times `scale`."""
+    height, width = input_hw
+    resized = cv2.resize(frame_bgr, (width, height), interpolation=cv2.INTER_LINEAR)
+    rgb = resized[:, :, ::-1].transpose(2, 0, 1)
+    blob = np.empty((1, 3, height, width), dtype=np.float32)
+    np.multiply(rgb, np.float32(scale), out=blob[0], casting="unsafe")
+    return blob
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def softmax(logits, axis=-1):
+    shifted = np.exp(logits - logits.max(axis=axis, keepdims=True))
+    return shifted / shifted.sum(axis=axis, keepdims=True)
+
+
+def decode_region(grid, anchors, conf_threshold):
+    """Decode a Darknet region-layer output (1, A*(5+C), gh, gw).
+
+    Channels are anchor-major: channel a*(5+C)+k holds tx, ty, tw, th, to,
+    then C class logits. Returns (boxes, scores, class_ids) for every cell and
+    anchor whose best class score reaches `conf_threshold`; boxes are
+    normalised [x1, y1, x2, y2] (0..1 of the image, not yet clipped).
+    score = sigmoid(to) * softmax(class logits)[best].
+    """
+    anchors = np.asarray(anchors, dtype=np.float32).reshape(-1, 2)
+    num_anchors = anchors.shape[0]
+    _, channels, grid_h, grid_w = grid.shape
+    num_classes = channels // num_anchors - 5
+    cells = grid.reshape(num_anchors, 5 + num_classes, grid_h, grid_w)
+
+    # The class softmax is at most 1, so sigmoid(to) bounds the score: decode only
+    # the cells that can still pass (usually a handful of the 845), comparing raw
+    # logits against logit(threshold) so that no sigmoid is spent on the rest.
+    objectness_logits = cells[:, 4]
+    if conf_threshold <= 0.0:
+        candidates = np.ones(objectness_logits.shape, dtype=bool)
+    elif conf_threshold >= 1.0:
+        candidates = np.zeros(objectness_logits.shape, dtype=bool)
+    else:
+        candidates = objectness_logits >= np.log(conf_threshold / (1.0 - conf_threshold))
+    anchor_idx, rows, cols = np.nonzero(candidates)
+    if anchor_idx.size == 0:
+        empty = np.zeros((0,), dtype=np.float32)
+        return np.zeros((0, 4), dtype=np.float32), empty, np.zeros((0,), dtype=np.int64)
+
+    picked = cells[anchor_idx, :, rows, cols].astype(np.float32)  # (n, 5 + C)
+    class_probs = softmax(picked[:, 5:], axis=1)
+    class_ids = class_probs.argmax(axis=1)
+    scores = sigmoid(picked[:, 4]) * class_probs[np.arange(len(class_ids)), class_ids]
+
+    centre_x = (cols + sigmoid(picked[:, 0])) / grid_w
+    centre_y = (rows + sigmoid(picked[:, 1])) / grid_h
+    half_w = np.exp(picked[:, 2]) * anchors[anchor_idx, 0] / grid_w / 2.0
+    half_h = np.exp(picked[:, 3]) * anchors[anchor_idx, 1] / grid_h / 2.0
+    boxes = np.stack([centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h], axis=1)
+
+    keep = scores >= conf_threshold
+    return boxes[keep].astype(np.float32), scores[keep].astype(np.float32), class_ids[keep]
+
+
+def pairwise_iou(boxes):
+    """IoU of every pair of [x1, y1, x2, y2] rows, as an n x n matrix."""
+    x1, y1, x2, y2 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+    inter_w = np.clip(np.minimum(x2[:, None], x2[None]) - np.maximum(x1[:, None], x1[None]), 0, None)
+    inter_h = np.clip(np.minimum(y2[:, None], y2[None]) - np.maximum(y1[:, None], y1[None]), 0, None)
+    inter = inter_w * inter_h
+    areas = (x2 - x1) * (y2 - y1)
+    union = areas[:, None] + areas[None] - inter
+    return inter / np.maximum(union, 1e-12)
+
+
+def nms_per_class(boxes, scores, class_ids, iou_threshold):
+    """Greedy NMS within each class; indices kept, best score first.
+
+    Boxes of different classes are shifted apart by more than their extent so
+    they never overlap and one IoU matrix serves every class; the greedy pass
+    then only reads rows of that matrix.
+    """
+    if len(scores) == 0:
+        return np.zeros((0,), dtype=np.int64)
+    extent = float(np.abs(boxes).max()) + 1.0
+    shifted = boxes + (class_ids.astype(np.float32) * 2.0 * extent)[:, None]
+    overlaps = pairwise_iou(shifted) > iou_threshold
+    suppressed = np.zeros(len(scores), dtype=bool)
+    keep = []
+    for index in np.argsort(-scores, kind="stable"):
+        if not suppressed[index]:
+            keep.append(index)
+            suppressed |= overlaps[index]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def postprocess(grid, anchors, image_size, conf_threshold=0.5, iou_threshold=0.45):
+    """Model output -> (boxes in image pixels clipped to the image, scores, class_ids)."""
+    width, height = image_size
+    boxes, scores, class_ids = decode_region(grid, anchors, conf_threshold)
+    keep = nms_per_class(boxes, scores, class_ids, iou_threshold)
+    boxes = boxes[keep] * np.array([width, height, width, height], dtype=np.float32)
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
+    return boxes, scores[keep], class_ids[keep]

@@ -1,0 +1,74 @@
+"""The command line as a user runs it: `python app.py ...` in a subprocess."""
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(*args, **kwargs):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "app.py")] + list(args),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                          timeout=120, **kwargs)
+
+
+def test_help_lists_the_commands():
+    result = run("--help")
+    assert result.returncode == 0
+    for command in ("detect", "fetch-model"):
+        assert command in result.stdout
+    detect_help = run("detect", "--help")
+    assert "--out" in detect_help.stdout and "--backend" in detect_help.stdout
+
+
+def test_detect_prints_json_and_writes_annotated_images(tmp_path, red_square_model):
+    scene = np.full((240, 320, 3), 90, dtype=np.uint8)
+    cv2.rectangle(scene, (100, 60), (180, 160), (0, 0, 255), -1)  # red in BGR
+    good = tmp_path / "scene.png"
+    cv2.imwrite(str(good), scene)
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    out = tmp_path / "out"
+    result = run("detect", str(good), str(text), str(tmp_path / "missing.jpg"), "--out", str(out),
+                 "--model", red_square_model, "--backend", "onnxruntime")
+    assert result.returncode == 1
+    [line] = result.stdout.strip().splitlines()
+    record = json.loads(line)
+    assert set(record) == {"image", "width", "height", "backend", "inference_ms", "detections"}
+    assert (record["image"], record["width"], record["height"]) == (str(good), 320, 240)
+    assert record["backend"] == "onnxruntime"
+    assert record["detections"], "the red square should be found"
+    best = max(record["detections"], key=lambda d: d["score"])
+    assert best["label"] == "aeroplane" and best["class_id"] == 0
+    x1, y1, x2, y2 = best["box"]
+    assert 100 <= (x1 + x2) / 2 <= 180 and 60 <= (y1 + y2) / 2 <= 160
+    errors = result.stderr.strip().splitlines()
+    assert any("notes.jpg: not an image" in e for e in errors)
+    assert any("missing.jpg: no such file" in e for e in errors)
+    assert "Traceback" not in result.stderr
+    annotated = cv2.imread(str(out / "scene.png"))
+    assert annotated.shape == scene.shape and not np.array_equal(annotated, scene)
+
+
+def test_fetch_model_without_network_is_one_line(tmp_path):
+    env = dict(os.environ, STREAMDETECT_HOME=str(tmp_path),
+               STREAMDETECT_MODEL_URL="http://127.0.0.1:9/tinyyolov2-8.onnx")
+    result = run("fetch-model", env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: cannot download http://127.0.0.1:9/")
+    assert "--model PATH" in result.stderr and "Traceback" not in result.stderr
+    assert os.listdir(os.path.join(str(tmp_path), "models")) == []
+
+
+def test_corrupt_model_is_one_line_for_detect(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00garbage" * 100)
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.zeros((10, 10, 3), np.uint8))
+    result = run("detect", str(image), "--model", str(bad))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "not a readable ONNX model" in result.stderr

@@ -1,0 +1,108 @@
+"""Region-layer decoding checked against results worked out by hand.
+
+Each case builds a model whose output is a known grid (tests/onnx_models.py
+`constant_grid`), runs it through the whole Detector and compares the boxes
+with the arithmetic written out below. Grid 13x13, VOC anchors, 20 classes.
+"""
+import math
+
+import numpy as np
+import pytest
+
+import data_processing
+import onnx_models
+from yolo_tool import VOC_ANCHORS, Detector
+
+PER_ANCHOR = 25  # 5 + 20 classes
+
+
+def empty_grid():
+    grid = np.zeros((125, 13, 13), dtype=np.float32)
+    grid[4::PER_ANCHOR] = -20.0  # objectness ~0 everywhere
+    return grid
+
+
+def put_box(grid, anchor, row, col, tx=0.0, ty=0.0, tw=0.0, th=0.0, to=3.0, class_logits=None):
+    base = anchor * PER_ANCHOR
+    grid[base:base + 5, row, col] = [tx, ty, tw, th, to]
+    grid[base + 5:base + 25, row, col] = 0.0
+    for class_id, logit in (class_logits or {}).items():
+        grid[base + 5 + class_id, row, col] = logit
+
+
+def detect(tmp_path, grid, width=832, height=416, **kwargs):
+    model = onnx_models.constant_grid(tmp_path / "grid.onnx", grid)
+    detector = Detector(model, backend="onnxruntime", **kwargs)
+    detections, _ = detector.detect(np.zeros((height, width, 3), dtype=np.uint8))
+    return detections
+
+
+def test_box_in_known_cell_and_anchor(tmp_path):
+    grid = empty_grid()
+    put_box(grid, anchor=1, row=4, col=6, tw=math.log(2.0), to=3.0, class_logits={7: 5.0})
+    [det] = detect(tmp_path, grid)
+    # centre x = (6 + sigmoid(0)) / 13 = 0.5 -> 416 px of 832; centre y = 4.5 / 13 * 416 = 144 px
+    # width = e^ln2 * 3.42 / 13 * 832 = 437.76 px; height = e^0 * 4.41 / 13 * 416 = 141.12 px
+    assert det.box == pytest.approx([197.12, 73.44, 634.88, 214.56], abs=0.01)
+    # score = sigmoid(3) * e^5 / (e^5 + 19 * e^0) = 0.952574 * 0.886511 = 0.844467
+    assert det.score == pytest.approx(0.844467, abs=1e-5)
+    assert (det.class_id, det.label) == (7, "cat")
+
+
+def test_overlapping_boxes_of_one_class_keep_the_best(tmp_path):
+    grid = empty_grid()
+    # two boxes 4 cells wide, one cell apart: IoU = 3 / 5 = 0.6 > 0.45
+    put_box(grid, anchor=0, row=6, col=6, tw=math.log(4 / 1.08), to=4.0, class_logits={14: 8.0})
+    put_box(grid, anchor=0, row=6, col=7, tw=math.log(4 / 1.08), to=2.0, class_logits={14: 8.0})
+    detections = detect(tmp_path, grid, width=416, height=416)
+    assert len(detections) == 1
+    # the kept one is the stronger (col 6): centre 6.5 * 32 = 208 px, width 4 * 32 = 128 px
+    assert detections[0].box[0] == pytest.approx(144.0, abs=0.01)
+    assert detections[0].box[2] == pytest.approx(272.0, abs=0.01)
+
+
+def test_overlapping_boxes_of_different_classes_are_both_kept(tmp_path):
+    grid = empty_grid()
+    put_box(grid, anchor=0, row=6, col=6, tw=math.log(4 / 1.08), to=4.0, class_logits={14: 8.0})
+    put_box(grid, anchor=0, row=6, col=7, tw=math.log(4 / 1.08), to=2.0, class_logits={11: 8.0})
+    detections = detect(tmp_path, grid, width=416, height=416)
+    assert sorted(d.label for d in detections) == ["dog", "person"]
+    # the second box: centre 7.5 * 32 = 240 px, 128 px wide
+    dog = [d for d in detections if d.label == "dog"][0]
+    assert dog.box[0] == pytest.approx(176.0, abs=0.01)
+
+
+def test_box_past_the_image_edge_is_clipped(tmp_path):
+    grid = empty_grid()
+    # bottom-right cell, anchor 4 (16.62 x 10.52 cells): reaches far past the edge
+    put_box(grid, anchor=4, row=12, col=12, to=5.0, class_logits={6: 9.0})
+    [det] = detect(tmp_path, grid, width=640, height=480)
+    # centre x = 12.5 / 13 * 640 = 615.38; x1 = 615.38 - 16.62 / 2 / 13 * 640 = 206.28
+    # centre y = 12.5 / 13 * 480 = 461.54; y1 = 461.54 - 10.52 / 2 / 13 * 480 = 267.32
+    assert det.box == pytest.approx([206.28, 267.32, 640.0, 480.0], abs=0.02)
+
+
+def test_softmax_not_sigmoid_scores_the_classes(tmp_path):
+    grid = empty_grid()
+    # two classes tie at logit 4: softmax gives each e^4 / (2 e^4 + 18) = 54.598 / 127.196 = 0.429243
+    # (a sigmoid would give 0.98201 and pass the 0.5 threshold)
+    put_box(grid, anchor=2, row=3, col=3, to=5.0, class_logits={0: 4.0, 1: 4.0})
+    assert detect(tmp_path, grid) == []
+    [det] = detect(tmp_path, grid, conf_threshold=0.3)
+    # score = sigmoid(5) * 0.429243 = 0.993307 * 0.429243 = 0.426370; the first of a tie wins
+    assert det.score == pytest.approx(0.426370, abs=1e-5)
+    assert det.class_id == 0
+
+
+def test_nothing_above_threshold_gives_no_boxes():
+    boxes, scores, classes = data_processing.postprocess(
+        empty_grid()[None], VOC_ANCHORS, (640, 480))
+    assert boxes.shape == (0, 4) and scores.shape == (0,) and classes.shape == (0,)
+
+
+def test_nms_keeps_best_first_and_respects_classes():
+    boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [0, 0, 10, 10], [50, 50, 60, 60]], dtype=np.float32)
+    scores = np.array([0.6, 0.9, 0.8, 0.7], dtype=np.float32)
+    classes = np.array([0, 0, 1, 0])
+    # box 1 (0.9) suppresses box 0 (IoU 9/11); box 2 is another class; box 3 is apart
+    assert data_processing.nms_per_class(boxes, scores, classes, 0.45).tolist() == [1, 2, 3]

@@ -1,0 +1,156 @@
+"""Engines, model checks at load time, and the verified model download."""
+import hashlib
+import http.server
+import os
+import threading
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+import onnx_models
+import yolo_tool
+from get_engine import ModelError, create_engine
+from yolo_tool import Detector, download, resolve_model
+
+
+def test_onnxruntime_and_opencv_agree_on_the_real_architecture(tiny_yolov2_model):
+    rng = np.random.RandomState(1)
+    blob = (rng.rand(1, 3, 416, 416) * 255).astype(np.float32)
+    ort = create_engine(tiny_yolov2_model, "onnxruntime").infer(blob)
+    ocv = create_engine(tiny_yolov2_model, "opencv").infer(blob)
+    assert ort.shape == ocv.shape == (1, 125, 13, 13)
+    assert np.abs(ort).max() > 0.1  # a real signal, not zeros on both sides
+    assert np.abs(ort - ocv).max() < 1e-3
+
+
+def test_detector_reads_the_model_description(tiny_yolov2_model):
+    detector = Detector(tiny_yolov2_model, backend="onnxruntime")
+    assert (detector.input_h, detector.input_w, detector.num_classes) == (416, 416, 20)
+    assert detector.engine.input_name == "image"
+    assert detector.labels[14] == "person"
+
+
+def test_custom_class_count_needs_matching_labels(tmp_path):
+    model = onnx_models.constant_grid(tmp_path / "three.onnx", np.zeros((5 * 8, 13, 13)))
+    assert Detector(model, backend="onnxruntime").labels == ["class0", "class1", "class2"]
+    labels = tmp_path / "labels.txt"
+    labels.write_text("crack\npothole\n\nrut\n")
+    assert Detector(model, backend="opencv", labels=["crack", "pothole", "rut"]).num_classes == 3
+    with pytest.raises(ModelError, match="predicts 3 classes but 20 labels"):
+        Detector(model, backend="onnxruntime", labels=yolo_tool.VOC_LABELS)
+
+
+def test_corrupt_model_is_a_clear_error(tmp_path):
+    path = tmp_path / "corrupt.onnx"
+    path.write_bytes(os.urandom(4096))
+    with pytest.raises(ModelError, match="not a readable ONNX model"):
+        Detector(str(path), backend="onnxruntime")
+
+
+def test_missing_model_names_the_fix():
+    with pytest.raises(ModelError, match="--model PATH"):
+        Detector("/no/such/model.onnx")
+
+
+def test_output_channels_that_do_not_fit_the_anchors(tmp_path):
+    model = onnx_models.constant_grid(tmp_path / "odd.onnx", np.zeros((126, 13, 13)))
+    with pytest.raises(ModelError, match="126 channels"):
+        Detector(model, backend="onnxruntime")
+
+
+def _flat_output_model(path, input_shape):
+    nodes = [helper.make_node("Flatten", ["image"], ["flat"])]
+    graph = helper.make_graph(nodes, "flat", [helper.make_tensor_value_info("image", TensorProto.FLOAT, input_shape)],
+                              [helper.make_tensor_value_info("flat", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.save(model, str(path))
+    return str(path)
+
+
+def test_wrong_output_rank_is_found_at_load(tmp_path):
+    model = _flat_output_model(tmp_path / "flat.onnx", [1, 3, 32, 32])
+    with pytest.raises(ModelError, match="output has shape"):
+        Detector(model, backend="onnxruntime")
+
+
+def test_non_image_input_is_found_at_load(tmp_path):
+    model = _flat_output_model(tmp_path / "vector.onnx", [1, 300])
+    with pytest.raises(ModelError, match=r"expected N x 3 x H x W"):
+        Detector(model, backend="onnxruntime")
+
+
+# --- download -------------------------------------------------------------
+
+PAYLOAD = os.urandom(300000)
+PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(PAYLOAD)))
+        self.end_headers()
+        body = PAYLOAD[:len(PAYLOAD) // 3] if self.path == "/cut" else PAYLOAD
+        self.wfile.write(body)
+        if self.path == "/cut":
+            self.wfile.flush()
+            self.connection.close()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield "http://127.0.0.1:{}".format(httpd.server_address[1])
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_download_verifies_and_saves(server, tmp_path):
+    dest = tmp_path / "model.onnx"
+    download(server + "/good", str(dest), PAYLOAD_SHA, len(PAYLOAD))
+    assert dest.read_bytes() == PAYLOAD
+    assert os.listdir(str(tmp_path)) == ["model.onnx"]
+
+
+def test_download_with_wrong_checksum_is_rejected_and_removed(server, tmp_path):
+    dest = tmp_path / "model.onnx"
+    with pytest.raises(ModelError, match="SHA-256"):
+        download(server + "/good", str(dest), "0" * 64, len(PAYLOAD))
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_interrupted_download_leaves_nothing(server, tmp_path):
+    dest = tmp_path / "model.onnx"
+    with pytest.raises(ModelError, match="run the command again|run again"):
+        download(server + "/cut", str(dest), PAYLOAD_SHA, len(PAYLOAD))
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_no_network_names_the_url_and_the_alternative(tmp_path):
+    url = "http://127.0.0.1:9/tinyyolov2-8.onnx"  # the discard port: nothing listens
+    with pytest.raises(ModelError) as error:
+        download(url, str(tmp_path / "model.onnx"), PAYLOAD_SHA, len(PAYLOAD))
+    message = str(error.value)
+    assert url in message and "--model PATH" in message and "\n" not in message
+    assert os.listdir(str(tmp_path)) == []
+
+
+def test_named_model_downloads_once_into_the_cache(server, tmp_path, monkeypatch):
+    spec = yolo_tool.NamedModel("fake.onnx", server + "/good", PAYLOAD_SHA, len(PAYLOAD),
+                                yolo_tool.VOC_LABELS, yolo_tool.VOC_ANCHORS, 1.0)
+    monkeypatch.setitem(yolo_tool.NAMED_MODELS, "fake", spec)
+    monkeypatch.setenv("STREAMDETECT_HOME", str(tmp_path / "home"))
+    path = resolve_model("fake")
+    assert path == str(tmp_path / "home" / "models" / "fake.onnx")
+    assert open(path, "rb").read() == PAYLOAD
+    monkeypatch.setitem(yolo_tool.NAMED_MODELS, "fake", yolo_tool.NamedModel(
+        "fake.onnx", "http://127.0.0.1:9/unreachable", PAYLOAD_SHA, len(PAYLOAD), (), (), 1.0))
+    assert resolve_model("fake") == path  # cached: no second download

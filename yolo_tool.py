@@ -1,0 +1,301 @@
+"""The Tiny YOLOv2 model: its files and verified download, labels, anchors,
+the `Detector` (pre-processing -> engine -> decoding) and drawing of results.
+"""
+import colorsys
+import hashlib
+import logging
+import os
+import sys
+import tempfile
+import time
+
+import cv2
+import numpy as np
+
+import data_processing
+from get_engine import ModelError, create_engine
+
+log = logging.getLogger("streamdetect.model")
+
+VOC_LABELS = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)
+# Darknet tiny-yolo-voc anchors, (width, height) in grid cells.
+VOC_ANCHORS = ((1.08, 1.19), (3.42, 4.41), (6.63, 11.38), (9.42, 5.11), (16.62, 10.52))
+
+
+class NamedModel(object):
+    """A model we know by name: where to get it and how to read it."""
+
+    def __init__(self, filename, url, sha256, size, labels, anchors, input_scale):
+        self.filename = filename
+        self.url = url
+        self.sha256 = sha256
+        self.size = size
+        self.labels = labels
+        self.anchors = anchors
+        self.input_scale = input_scale
+
+
+NAMED_MODELS = {
+    # ONNX model zoo, MIT licence; takes RGB at 0-255, outputs 1x125x13x13.
+    "tinyyolov2-voc": NamedModel(
+        filename="tinyyolov2-8.onnx",
+        url="https://github.com/onnx/models/raw/4f43949841cb55a0b98dc8fcd045431ccafd9f96/validated/"
+            "vision/object_detection_segmentation/tiny-yolov2/model/tinyyolov2-8.onnx",
+        sha256="583fb7fdc948435ceac9fa82efc7708701efe8382a859a3dd46526b155f5f2ae",
+        size=63480982,
+        labels=VOC_LABELS,
+        anchors=VOC_ANCHORS,
+        input_scale=1.0,
+    ),
+}
+DEFAULT_MODEL = "tinyyolov2-voc"
+
+
+def cache_dir(*parts):
+    """Folder for downloaded models and built engines: $STREAMDETECT_HOME, else the XDG cache."""
+    home = os.environ.get("STREAMDETECT_HOME")
+    if not home:
+        xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        home = os.path.join(xdg, "streamdetect")
+    path = os.path.join(home, *parts)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+class _Progress(object):
+    """A download progress bar on a terminal, a log line every 10 % elsewhere."""
+
+    def __init__(self, total, label, stream=None):
+        self.total = total
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.last_shown = 0.0
+        self.last_decile = -1
+
+    def update(self, done):
+        fraction = min(done / float(self.total), 1.0) if self.total else 0.0
+        if self.tty:
+            now = time.time()
+            if now - self.last_shown < 0.2 and done < self.total:
+                return
+            self.last_shown = now
+            bar = "#" * int(fraction * 30)
+            self.stream.write("\r{} [{:<30}] {:5.1f}% {:.1f}/{:.1f} MB".format(
+                self.label, bar, fraction * 100, done / 1e6, self.total / 1e6))
+            if done >= self.total:
+                self.stream.write("\n")
+            self.stream.flush()
+        elif int(fraction * 10) > self.last_decile:
+            self.last_decile = int(fraction * 10)
+            log.info("%s: %d%% (%.1f of %.1f MB)", self.label, self.last_decile * 10, done / 1e6,
+                     self.total / 1e6)
+
+
+def download(url, dest, sha256, size=None, timeout=30):
+    """Fetch `url` to `dest`, verified against `sha256`, never leaving a partial file.
+
+    The bytes go to a hidden temporary file beside `dest` and replace it only
+    after the checksum matches, so an interrupted or corrupted transfer can
+    never be taken for the model later.
+    """
+    from http.client import HTTPException
+    from urllib.error import URLError
+    from urllib.request import urlopen
+
+    folder = os.path.dirname(os.path.abspath(dest))
+    handle, partial = tempfile.mkstemp(prefix=".partial-", dir=folder)
+    try:
+        digest = hashlib.sha256()
+        received = 0
+        with os.fdopen(handle, "wb") as out:
+            try:
+                response = urlopen(url, timeout=timeout)
+                total = size or int(response.headers.get("Content-Length") or 0)
+                progress = _Progress(total, "downloading " + os.path.basename(dest))
+                while True:
+                    chunk = response.read(1 << 20)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    progress.update(received)
+            except (URLError, HTTPException, OSError) as exc:
+                reason = getattr(exc, "reason", exc)
+                raise ModelError("cannot download {} ({}); check the internet connection and run "
+                                 "again, or download it yourself and pass --model PATH"
+                                 .format(url, reason))
+            out.flush()
+            os.fsync(out.fileno())
+        if size is not None and received != size:
+            raise ModelError("download of {} stopped at {} of {} bytes; run the command again, or "
+                             "pass --model PATH".format(url, received, size))
+        if digest.hexdigest() != sha256:
+            raise ModelError("download of {} has SHA-256 {}, expected {}; the file was discarded, "
+                             "run the command again or pass --model PATH"
+                             .format(url, digest.hexdigest(), sha256))
+        os.replace(partial, dest)
+        log.info("saved %s (%d bytes, SHA-256 verified)", dest, received)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    return dest
+
+
+def resolve_model(model):
+    """Model name or ONNX path -> local path, downloading a named model on first use."""
+    if model in NAMED_MODELS:
+        spec = NAMED_MODELS[model]
+        path = os.path.join(cache_dir("models"), spec.filename)
+        if os.path.isfile(path) and os.path.getsize(path) == spec.size:
+            return path
+        url = os.environ.get("STREAMDETECT_MODEL_URL") or spec.url
+        log.info("model %s not in %s yet; downloading %s", model, os.path.dirname(path), url)
+        return download(url, path, spec.sha256, spec.size)
+    if not os.path.isfile(model):
+        raise ModelError("model '{}' is neither a file nor a known name ({}); pass --model PATH "
+                         "to an ONNX file".format(model, ", ".join(sorted(NAMED_MODELS))))
+    return model
+
+
+def read_labels(path):
+    """One label per line; blank lines are skipped."""
+    try:
+        with open(path) as handle:
+            labels = [line.strip() for line in handle if line.strip()]
+    except (IOError, OSError) as exc:
+        raise ModelError("cannot read labels file {}: {}".format(path, exc.strerror or exc))
+    if not labels:
+        raise ModelError("labels file {} has no labels (one per line expected)".format(path))
+    return labels
+
+
+def parse_anchors(text):
+    """'w1,h1,w2,h2,...' (grid cells) -> ((w1, h1), (w2, h2), ...)."""
+    try:
+        values = [float(v) for v in text.replace(" ", ",").split(",") if v]
+    except ValueError:
+        raise ModelError("--anchors '{}' must be numbers: w1,h1,w2,h2,... in grid cells".format(text))
+    if not values or len(values) % 2 or min(values) <= 0:
+        raise ModelError("--anchors '{}' must be positive width,height pairs in grid cells"
+                         .format(text))
+    return tuple(zip(values[0::2], values[1::2]))
+
+
+class Detection(object):
+    """One detected object; `box` is [x1, y1, x2, y2] in image pixels."""
+
+    __slots__ = ("label", "class_id", "score", "box")
+
+    def __init__(self, label, class_id, score, box):
+        self.label = label
+        self.class_id = class_id
+        self.score = score
+        self.box = box
+
+    def to_dict(self):
+        return {"label": self.label, "class_id": self.class_id, "score": round(self.score, 4),
+                "box": [round(v, 1) for v in self.box]}
+
+
+class Detector(object):
+    """A Tiny YOLOv2 model on one engine: frame in, detections out.
+
+    Everything that can be wrong with the model (shape, classes vs labels,
+    anchors) is checked here, at load time, with one warm-up inference.
+    """
+
+    def __init__(self, model=DEFAULT_MODEL, backend="auto", labels=None, anchors=None,
+                 input_scale=None, conf_threshold=0.5, iou_threshold=0.45):
+        spec = NAMED_MODELS.get(model)
+        self.model_name = model if spec else os.path.basename(model)
+        self.model_path = resolve_model(model)
+        self.anchors = tuple(anchors or (spec.anchors if spec else VOC_ANCHORS))
+        if input_scale is None:
+            input_scale = spec.input_scale if spec else 1.0
+        self.input_scale = input_scale
+        self.conf_threshold = conf_threshold
+        self.iou_threshold = iou_threshold
+        self.engine = create_engine(self.model_path, backend)
+        self.backend = self.engine.name
+        _, _, self.input_h, self.input_w = self.engine.input_shape
+
+        started = time.time()
+        output = self.engine.infer(np.zeros(self.engine.input_shape, dtype=np.float32))
+        self.warmup_ms = (time.time() - started) * 1000.0
+        self.num_classes = self._check_output(output.shape)
+        if labels is None:
+            labels = spec.labels if spec else (VOC_LABELS if self.num_classes == len(VOC_LABELS)
+                                               else ["class{}".format(i) for i in range(self.num_classes)])
+        if len(labels) != self.num_classes:
+            raise ModelError("{} predicts {} classes but {} labels were given; pass --labels FILE "
+                             "with one label per class".format(self.model_name, self.num_classes,
+                                                               len(labels)))
+        self.labels = list(labels)
+        self.colors = class_colors(self.num_classes)
+
+    def _check_output(self, shape):
+        anchors = len(self.anchors)
+        if len(shape) != 4:
+            raise ModelError("{} output has shape {}; a Tiny YOLOv2 region output is "
+                             "1 x anchors*(5+classes) x H x W".format(self.model_name, list(shape)))
+        channels = shape[1]
+        if channels % anchors or channels // anchors <= 5:
+            raise ModelError("{} output has {} channels, which is not {} anchors x (5 + classes); "
+                             "pass the model's --anchors".format(self.model_name, channels, anchors))
+        return channels // anchors - 5
+
+    def infer(self, frame_bgr):
+        """Frame -> (raw model output, inference milliseconds)."""
+        blob = data_processing.preprocess(frame_bgr, (self.input_h, self.input_w), self.input_scale)
+        started = time.perf_counter()
+        output = self.engine.infer(blob)
+        return output, (time.perf_counter() - started) * 1000.0
+
+    def decode(self, output, image_size):
+        """Raw model output -> detections in the pixels of an image of `image_size` (w, h)."""
+        boxes, scores, class_ids = data_processing.postprocess(
+            output, self.anchors, image_size, self.conf_threshold, self.iou_threshold)
+        return [Detection(self.labels[c], int(c), float(s), [float(v) for v in b])
+                for b, s, c in zip(boxes, scores, class_ids)]
+
+    def detect(self, frame_bgr):
+        """Frame -> (detections, inference milliseconds)."""
+        output, inference_ms = self.infer(frame_bgr)
+        height, width = frame_bgr.shape[:2]
+        return self.decode(output, (width, height)), inference_ms
+
+    def close(self):
+        self.engine.close()
+
+
+def class_colors(count):
+    """A distinct, stable BGR colour per class (hues spread by the golden ratio)."""
+    colors = []
+    for index in range(count):
+        r, g, b = colorsys.hsv_to_rgb((index * 0.618033988749895) % 1.0, 0.85, 1.0)
+        colors.append((int(b * 255), int(g * 255), int(r * 255)))
+    return colors
+
+
+def draw_detections(frame, detections, colors):
+    """Draw each box with its label and score onto `frame` in place."""
+    height, width = frame.shape[:2]
+    thickness = max(1, int(round(min(width, height) / 240.0)))
+    font_scale = max(0.4, min(width, height) / 900.0)
+    for det in detections:
+        x1, y1, x2, y2 = [int(round(v)) for v in det.box]
+        color = colors[det.class_id % len(colors)]
+        cv2.rectangle(frame, (x1, y1), (x2, y2), color, thickness)
+        text = "{} {:.2f}".format(det.label, det.score)
+        (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
+        top = y1 - text_h - baseline - 2 if y1 - text_h - baseline - 2 >= 0 else y1
+        cv2.rectangle(frame, (x1, top), (x1 + text_w + 4, top + text_h + baseline + 2), color, -1)
+        cv2.putText(frame, text, (x1 + 2, top + text_h + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+    return frame
