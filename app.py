@@ -4,20 +4,28 @@ This file is the command line (`python app.py --help`), the Flask app factory
 and the WSGI callable `app` that uWSGI serves.
 """
 import argparse
+import hmac
+import io
 import json
 import logging
 import os
 import sys
+import threading
+import time
+import warnings
 
 import cv2
+import numpy as np
 
+from camera import Camera, SourceError, TooManyViewers, open_source, resolve_source
 from get_engine import BACKENDS, EngineError, ModelError
 from yolo_tool import DEFAULT_MODEL, NAMED_MODELS, Detector, draw_detections, parse_anchors, \
     read_labels, resolve_model
 
 log = logging.getLogger("streamdetect")
 
-USER_ERRORS = (ModelError, EngineError)
+USER_ERRORS = (ModelError, EngineError, SourceError)
+BOUNDARY = "frame"
 
 
 def env(name, default):
@@ -98,17 +106,367 @@ def cmd_fetch_model(args):
     return 0
 
 
+# --- web ---------------------------------------------------------------------
+
+class HttpError(Exception):
+    """An error answered as JSON: {"error": message} with `status`."""
+
+    def __init__(self, status, message):
+        super(HttpError, self).__init__(message)
+        self.status = status
+
+
+class Pipeline(object):
+    """Builds the detector and Camera on first use, in the process that serves.
+
+    Nothing starts at import or fork time (uWSGI imports this module, and a
+    camera or CUDA context must not cross a fork). A failed start is reported
+    to every request and retried at most every `retry_after` seconds.
+    """
+
+    def __init__(self, settings, retry_after=10.0):
+        self.settings = settings
+        self.retry_after = retry_after
+        self.camera = None
+        self.error = None
+        self.failed_at = 0.0
+        self._lock = threading.Lock()
+
+    def get(self):
+        """The running Camera; HttpError 503 with the reason while it cannot start."""
+        camera = self.camera
+        if camera is not None:
+            return camera
+        with self._lock:
+            if self.camera is None:
+                if self.error and time.time() - self.failed_at < self.retry_after:
+                    raise HttpError(503, self.error)
+                try:
+                    self.start()
+                except USER_ERRORS as exc:
+                    self.error, self.failed_at = "pipeline cannot start: {}".format(exc), time.time()
+                    log.error("%s", self.error)
+                    raise HttpError(503, self.error)
+            return self.camera
+
+    def start(self):
+        """Load the model, open the source and start the Camera (errors propagate)."""
+        settings = self.settings
+        detector = detector_from_args(settings)
+        source = open_source(resolve_source(settings.source), settings.width, settings.height,
+                             settings.fps, settings.loop)
+        self.camera = Camera(source, detector, jpeg_quality=settings.jpeg_quality,
+                             idle_stop=settings.idle_stop, max_viewers=settings.max_viewers).start()
+        self.error = None
+        return self.camera
+
+    def stop(self):
+        if self.camera is not None:
+            self.camera.stop()
+
+
+def decode_upload(data, max_pixels):
+    """Uploaded bytes -> BGR image, checking the pixel count before decoding."""
+    from PIL import Image
+    if not data:
+        raise HttpError(400, "no image received; send it as the multipart field 'image' or as the "
+                             "raw request body")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+    except Image.DecompressionBombError:
+        raise HttpError(413, "image has too many pixels to decode safely; send at most {} pixels"
+                             .format(max_pixels))
+    except Exception:
+        raise HttpError(400, "the upload is not an image (JPEG, PNG, BMP, WebP, ...)")
+    if width * height > max_pixels:
+        raise HttpError(413, "image is {}x{} = {} pixels, over the limit of {} (--max-upload-pixels)"
+                             .format(width, height, width * height, max_pixels))
+    frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if frame is None:
+        raise HttpError(400, "the upload is an image OpenCV cannot decode; send a JPEG or PNG")
+    return frame
+
+
+def encode_jpeg(image, quality=90):
+    ok, buffer = cv2.imencode(".jpg", image, [int(cv2.IMWRITE_JPEG_QUALITY), quality])
+    return buffer.tobytes()
+
+
+def create_app(settings=None, start=False):
+    """The Flask app. `settings` is the `serve` command's namespace (default:
+    read from $STREAMDETECT_* variables, as under uWSGI); `start` builds the
+    pipeline now instead of at the first request."""
+    from flask import Flask, Response, jsonify, render_template, request
+    from werkzeug.exceptions import HTTPException
+    import base64
+
+    settings = settings or settings_from_env()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = int(settings.max_upload_mb * 1024 * 1024)
+    pipeline = Pipeline(settings)
+    app.extensions["streamdetect"] = pipeline
+    token = os.environ.get("STREAMDETECT_TOKEN", "")
+    max_pixels = settings.max_upload_pixels
+
+    @app.errorhandler(HttpError)
+    def http_error(exc):
+        response = jsonify(error=str(exc))
+        response.status_code = exc.status
+        if exc.status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="streamdetect"'
+        return response
+
+    @app.errorhandler(HTTPException)
+    def werkzeug_error(exc):
+        if exc.code == 413:
+            message = "upload is larger than {:g} MB (--max-upload-mb)".format(settings.max_upload_mb)
+        else:
+            message = "{}: {}".format(exc.name, exc.description)
+        response = jsonify(error=message)
+        response.status_code = exc.code
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected_error(exc):
+        log.exception("unexpected error on %s", request.path)
+        response = jsonify(error="internal error: {}; see the server log".format(type(exc).__name__))
+        response.status_code = 500
+        return response
+
+    @app.before_request
+    def check_token():
+        if not token or request.path == "/healthz" or request.path.startswith("/static/"):
+            return None
+        header = request.headers.get("Authorization", "")
+        given = header[len("Bearer "):] if header.startswith("Bearer ") else request.args.get("token", "")
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise HttpError(401, "this server needs its token: send 'Authorization: Bearer TOKEN' "
+                                 "or add ?token=TOKEN to the URL")
+        return None
+
+    def detect_upload():
+        if "image" in request.files:
+            data = request.files["image"].read()
+        elif request.files:
+            raise HttpError(400, "the multipart upload has no field 'image'")
+        else:
+            data = request.get_data(cache=False)
+        frame = decode_upload(data, max_pixels)
+        camera = pipeline.get()
+        try:
+            detections, inference_ms = camera.detect_image(frame)
+        except RuntimeError as exc:
+            raise HttpError(503, str(exc))
+        height, width = frame.shape[:2]
+        name = request.files["image"].filename if "image" in request.files else "upload"
+        record = result_record(name, width, height, camera.detector.backend, inference_ms, detections)
+        return frame, detections, record, camera
+
+    @app.route("/")
+    def index():
+        return render_template("index.html", token=request.args.get("token", ""))
+
+    @app.route("/video_feed")
+    def video_feed():
+        camera = pipeline.get()
+        try:
+            release = camera.join_viewer()
+        except TooManyViewers as exc:
+            raise HttpError(503, str(exc))
+        response = Response(mjpeg_parts(camera), mimetype="multipart/x-mixed-replace; boundary=" + BOUNDARY)
+        response.call_on_close(release)
+        response.headers["Cache-Control"] = "no-cache, no-store, must-revalidate, private"
+        response.headers["Pragma"] = "no-cache"
+        response.headers["X-Accel-Buffering"] = "no"
+        return response
+
+    @app.route("/snapshot.jpg")
+    def snapshot():
+        camera = pipeline.get()
+        camera.touch()
+        frame = camera.latest_frame()
+        response = Response(frame.jpeg, mimetype="image/jpeg")
+        response.headers["Cache-Control"] = "no-cache, no-store"
+        return response
+
+    @app.route("/api/stats")
+    def api_stats():
+        return jsonify(pipeline.get().stats())
+
+    @app.route("/api/detections")
+    def api_detections():
+        camera = pipeline.get()
+        camera.touch()
+        frame = camera.latest_frame()
+        record = result_record(camera.source.uri, frame.width, frame.height, camera.detector.backend,
+                               frame.inference_ms, frame.detections)
+        record.update(frame=frame.seq, captured_at=frame.captured_at, status=frame.status or "live")
+        return jsonify(record)
+
+    @app.route("/api/detect", methods=["POST"])
+    def api_detect():
+        frame, detections, record, camera = detect_upload()
+        if request.args.get("annotate") in ("1", "true", "yes"):
+            draw_detections(frame, detections, camera.detector.colors)
+            return Response(encode_jpeg(frame), mimetype="image/jpeg")
+        return jsonify(record)
+
+    @app.route("/upload", methods=["GET", "POST"])
+    def upload():
+        if request.method == "GET":
+            return render_template("upload.html", token=request.args.get("token", ""))
+        try:
+            frame, detections, record, camera = detect_upload()
+        except HttpError as exc:
+            return render_template("upload.html", token=request.args.get("token", ""),
+                                   error=str(exc)), exc.status
+        draw_detections(frame, detections, camera.detector.colors)
+        image = base64.b64encode(encode_jpeg(frame)).decode("ascii")
+        return render_template("upload.html", token=request.args.get("token", ""), record=record,
+                               result_json=json.dumps(record, indent=2), image=image)
+
+    @app.route("/healthz")
+    def healthz():
+        try:
+            camera = pipeline.get()
+        except HttpError as exc:
+            return jsonify(status="down", error=str(exc)), 503
+        stats = camera.stats()
+        healthy = camera.healthy()
+        return jsonify(status="ok" if healthy else "unhealthy", state=stats["state"], fps=stats["fps"],
+                       error=stats["last_error"]), 200 if healthy else 503
+
+    @app.route("/metrics")
+    def metrics():
+        from prometheus_client import CONTENT_TYPE_LATEST
+        return Response(prometheus_text(pipeline.get()), mimetype=CONTENT_TYPE_LATEST)
+
+    if start:
+        pipeline.start()
+    return app
+
+
+def mjpeg_parts(camera, resend_after=1.0):
+    """The multipart body: each part is followed at once by the next boundary
+    (browsers paint a part when the next one's headers arrive), and the last
+    frame is sent again after `resend_after` seconds without a new one, so
+    a vanished viewer is found by a failed write and proxies see traffic."""
+    yield ("--" + BOUNDARY + "\r\n").encode()
+    seq = 0
+    frame = camera.latest_frame()
+    while True:
+        newer = camera.wait_frame(seq, resend_after)
+        if newer is not None:
+            frame, seq = newer, newer.seq
+        yield frame.part
+        if camera.state == "stopped":
+            return
+
+
+def prometheus_text(camera):
+    """The stats in Prometheus' text format, from a registry of our own."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    class StatsCollector(object):
+        def collect(self):
+            stats = camera.stats()
+            for name in ("frames_captured", "frames_inferred", "frames_dropped", "frames_published",
+                         "reconnects"):
+                yield CounterMetricFamily("streamdetect_" + name, name.replace("_", " "), value=stats[name])
+            for name, help_text in (("fps", "frames per second delivered to viewers"),
+                                    ("inference_ms", "inference time, moving average, milliseconds"),
+                                    ("viewers", "viewers connected to /video_feed"),
+                                    ("uptime", "seconds since the pipeline started")):
+                yield GaugeMetricFamily("streamdetect_" + name, help_text, value=stats[name])
+            up = GaugeMetricFamily("streamdetect_source_up", "1 while the source streams", labels=["state"])
+            up.add_metric([stats["state"]], 1.0 if stats["state"] == "streaming" else 0.0)
+            yield up
+
+    registry = CollectorRegistry()
+    registry.register(StatsCollector())
+    return generate_latest(registry)
+
+
+def settings_from_env():
+    """The `serve` settings as $STREAMDETECT_* variables give them (uWSGI passes no argv)."""
+    return build_parser().parse_args(["serve"])
+
+
+def cmd_serve(args):
+    app = create_app(args, start=True)
+    camera = app.extensions["streamdetect"].camera
+    log.info("serving on http://%s:%d/ (source %s, backend %s)", args.host, args.port,
+             camera.source.uri, camera.detector.backend)
+    from werkzeug.serving import run_simple
+    try:
+        run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
+    finally:
+        app.extensions["streamdetect"].stop()
+    return 0
+
+
+COMMANDS = ("serve", "detect", "fetch-model")
+
+
+def add_serve_options(parser):
+    group = parser.add_argument_group("server (each also read from $STREAMDETECT_<OPTION>)")
+    group.add_argument("--host", default=env("HOST", "0.0.0.0"), help="address to listen on (default %(default)s)")
+    group.add_argument("--port", type=int, default=int(env("PORT", 8080)), help="default %(default)s")
+    group.add_argument("--source", default=env("SOURCE", "auto"),
+                       help="0 or /dev/videoN (USB camera), csi://0 (Jetson CSI camera), rtsp://... or "
+                            "http://... (network stream), a video file, a folder of images, or test:// "
+                            "(synthetic scene). auto: the first USB camera, else test:// "
+                            "(default %(default)s)")
+    group.add_argument("--width", type=int, default=int(env("WIDTH", 640)),
+                       help="capture width asked of cameras (default %(default)s)")
+    group.add_argument("--height", type=int, default=int(env("HEIGHT", 480)),
+                       help="capture height asked of cameras (default %(default)s)")
+    group.add_argument("--fps", type=float, default=float(env("FPS", 30)),
+                       help="capture rate asked of cameras and test:// (default %(default)s)")
+    group.add_argument("--loop", action="store_true", default=env("LOOP", "") not in ("", "0", "false"),
+                       help="play a video file again when it ends")
+    group.add_argument("--jpeg-quality", type=int, default=int(env("JPEG_QUALITY", 80)),
+                       help="stream JPEG quality 1-100 (default %(default)s)")
+    group.add_argument("--max-viewers", type=int, default=int(env("MAX_VIEWERS", 100)),
+                       help="refuse stream viewers beyond this many with 503; 0 = no limit "
+                            "(default %(default)s)")
+    group.add_argument("--idle-stop", type=float, default=float(env("IDLE_STOP", 0)), metavar="SECONDS",
+                       help="pause capture and inference after this long without viewers; 0 = never "
+                            "(default %(default)s)")
+    group.add_argument("--max-upload-mb", type=float, default=float(env("MAX_UPLOAD_MB", 10)),
+                       help="largest /api/detect upload in MB (default %(default)s)")
+    group.add_argument("--max-upload-pixels", type=int, default=int(env("MAX_UPLOAD_PIXELS", 40000000)),
+                       help="largest /api/detect image in pixels (default %(default)s)")
+
+
 def build_parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"),
+                        choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="default %(default)s")
     parser = argparse.ArgumentParser(
         prog="python app.py",
-        description="Live object detection (Tiny YOLOv2) streamed to browsers. "
-                    "With no command, 'serve' runs.")
-    parser.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"),
-                        choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="default %(default)s")
+        description="Live object detection (Tiny YOLOv2) streamed to browsers. With no command, "
+                    "'serve' runs with the options given.",
+        epilog="Each command has its own --help. Settings can also come from the environment: "
+               "--source as STREAMDETECT_SOURCE, --max-viewers as STREAMDETECT_MAX_VIEWERS, and so on. "
+               "STREAMDETECT_TOKEN, when set, is required by every route but /healthz.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    serve = commands.add_parser(
+        "serve", parents=[common], help="stream live detections to browsers (the default)",
+        description="Run the web server: / (live page), /video_feed (MJPEG stream), /snapshot.jpg, "
+                    "/api/stats, /api/detections, /api/detect (POST an image), /upload, /healthz, "
+                    "/metrics.")
+    add_serve_options(serve)
+    add_model_options(serve)
+    serve.set_defaults(handler=cmd_serve)
+
     detect = commands.add_parser(
-        "detect", help="detect objects in image files, print one JSON line per image",
+        "detect", parents=[common], help="detect objects in image files, print one JSON line per image",
         description="Detect objects in still images. Prints one JSON object per image "
                     "(image, width, height, backend, inference_ms, detections) and writes "
                     "annotated copies with --out. Unreadable files are reported on stderr "
@@ -119,7 +477,7 @@ def build_parser():
     detect.set_defaults(handler=cmd_detect)
 
     fetch = commands.add_parser(
-        "fetch-model", help="download and verify the model, print its path",
+        "fetch-model", parents=[common], help="download and verify the model, print its path",
         description="Download a named model into the cache ($STREAMDETECT_HOME, else "
                     "$XDG_CACHE_HOME/streamdetect), verify its SHA-256 and print its path.")
     fetch.add_argument("--model", default=env("MODEL", DEFAULT_MODEL),
@@ -129,13 +487,12 @@ def build_parser():
 
 
 def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not any(arg in COMMANDS for arg in argv) and not {"-h", "--help"} & set(argv):
+        argv.insert(0, "serve")
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command is None:
-        parser.print_help()
-        return 0
     try:
         return args.handler(args)
     except USER_ERRORS as exc:
@@ -144,6 +501,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         return 130
 
-
 if __name__ == "__main__":
     sys.exit(main())
+else:
+    # The WSGI callable for uWSGI (module = app:app), configured by $STREAMDETECT_*.
+    # Building it starts nothing: the pipeline starts at the first request.
+    app = create_app()

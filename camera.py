@@ -1,0 +1,667 @@
+"""Frame sources opened from a URI, and the `Camera`: one detection pipeline per
+source whose annotated JPEGs are broadcast to every viewer.
+
+The pipeline runs three threads so that capture, inference and drawing plus
+encoding overlap: capture keeps only the newest frame (older ones are dropped
+and counted), detection takes the newest, and the render stage draws, encodes
+once and publishes. Viewers only read the published frame; every wait has a
+timeout, so a dead stage or source can never hang a viewer.
+"""
+import collections
+import glob
+import logging
+import os
+import threading
+import time
+
+import cv2
+import numpy as np
+
+from yolo_tool import draw_detections
+
+log = logging.getLogger("streamdetect.camera")
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".mjpeg", ".mjpg")
+
+
+class SourceError(Exception):
+    """A source cannot be opened or read; the message says what to try."""
+
+
+class TooManyViewers(Exception):
+    """--max-viewers viewers are already watching."""
+
+
+# --- frame sources ----------------------------------------------------------
+
+class FrameSource(object):
+    """A source of BGR frames. `read` returns None when the source fails or ends."""
+
+    live = True  # a live source is reopened when it fails; a finished file is not
+
+    def __init__(self, uri):
+        self.uri = uri
+
+    def open(self):
+        """Open the device or stream; raise SourceError with a hint when it cannot."""
+
+    def read(self):
+        raise NotImplementedError
+
+    def close(self):
+        """Release the device or stream."""
+
+
+class TestSource(FrameSource):
+    """A synthetic scene that always works: a red square and a green disc move
+    over a gradient, with a clock. `die_after=N` makes it fail after N frames
+    (each reopen starts the count again), to exercise reconnection."""
+
+    def __init__(self, uri, width=640, height=480, fps=30.0, die_after=0):
+        super(TestSource, self).__init__(uri)
+        self.width, self.height, self.fps = int(width), int(height), float(fps)
+        self.die_after = int(die_after)
+        ramp = np.linspace(40, 110, self.height, dtype=np.float32)[:, None]
+        self.background = np.zeros((self.height, self.width, 3), dtype=np.uint8)
+        self.background[:, :, 0] = (ramp + 40).astype(np.uint8)  # blue
+        self.background[:, :, 1] = ramp.astype(np.uint8)
+        self.background[:, :, 2] = (ramp * 0.4).astype(np.uint8)  # little red: only the square is red
+        self.square = max(8, self.height // 4)
+        self.count = 0
+        self.next_due = 0.0
+
+    def open(self):
+        self.count = 0
+        self.next_due = time.time()
+
+    def read(self):
+        if self.die_after and self.count >= self.die_after:
+            return None
+        delay = self.next_due - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        self.next_due = max(self.next_due + 1.0 / self.fps, time.time() - 1.0 / self.fps)
+        self.count += 1
+        return self.scene(time.time())
+
+    def square_box(self, t):
+        """Where the red square is at time `t`: [x1, y1, x2, y2] in pixels."""
+        span_x, span_y = self.width - self.square, self.height - self.square
+        x = int(abs((t * 90.0) % (2 * span_x) - span_x))
+        y = int(abs((t * 55.0) % (2 * span_y) - span_y))
+        return [x, y, x + self.square, y + self.square]
+
+    def scene(self, t):
+        frame = self.background.copy()
+        x1, y1, x2, y2 = self.square_box(t)
+        cv2.rectangle(frame, (x1, y1), (x2 - 1, y2 - 1), (0, 0, 255), -1)
+        cx = int(self.width / 2 + self.width / 3 * np.cos(t * 0.8))
+        cy = int(self.height / 2 + self.height / 3 * np.sin(t * 1.1))
+        cv2.circle(frame, (cx, cy), max(6, self.height // 12), (40, 200, 40), -1)
+        stamp = time.strftime("%H:%M:%S", time.localtime(t)) + ".{:03d}".format(int(t * 1000) % 1000)
+        cv2.putText(frame, "test:// {}  #{}".format(stamp, self.count), (10, self.height - 12),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+        return frame
+
+
+class ImageFolderSource(FrameSource):
+    """The images of a folder in name order, shown at `fps`, cycled."""
+
+    def __init__(self, uri, folder, fps=2.0):
+        super(ImageFolderSource, self).__init__(uri)
+        self.folder, self.fps = folder, float(fps)
+        self.paths, self.index, self.next_due = [], 0, 0.0
+
+    def open(self):
+        self.paths = sorted(p for p in glob.glob(os.path.join(self.folder, "*"))
+                            if p.lower().endswith(IMAGE_EXTENSIONS))
+        if not self.paths:
+            raise SourceError("folder {} has no images ({})".format(self.folder, ", ".join(IMAGE_EXTENSIONS)))
+        self.index, self.next_due = 0, time.time()
+
+    def read(self):
+        for _ in range(len(self.paths)):
+            path = self.paths[self.index % len(self.paths)]
+            self.index += 1
+            frame = cv2.imread(path, cv2.IMREAD_COLOR)
+            if frame is not None:
+                delay = self.next_due - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+                self.next_due = max(self.next_due + 1.0 / self.fps, time.time())
+                return frame
+            log.warning("skipping %s: not an image OpenCV can read", path)
+        return None
+
+
+class OpenCVSource(FrameSource):
+    """Anything cv2.VideoCapture opens: V4L2 devices, files, RTSP/HTTP streams,
+    GStreamer pipelines (CSI cameras on Jetson)."""
+
+    def __init__(self, uri, target, api=cv2.CAP_ANY, size=None, fps=None, hint="", live=True,
+                 paced=False, loop=False):
+        super(OpenCVSource, self).__init__(uri)
+        self.target, self.api, self.size, self.fps = target, api, size, fps
+        self.hint, self.live, self.paced, self.loop = hint, live, paced, loop
+        self.capture = None
+        self.next_due = 0.0
+        self.interval = 0.0
+
+    def open(self):
+        params = []
+        for name in ("CAP_PROP_OPEN_TIMEOUT_MSEC", "CAP_PROP_READ_TIMEOUT_MSEC"):
+            if hasattr(cv2, name) and self.api in (cv2.CAP_FFMPEG, cv2.CAP_ANY):
+                params += [getattr(cv2, name), 5000]
+        capture = cv2.VideoCapture(self.target, self.api, params) if params else \
+            cv2.VideoCapture(self.target, self.api)
+        if not capture.isOpened():
+            capture.release()
+            raise SourceError("cannot open {}{}".format(self.uri, "; " + self.hint if self.hint else ""))
+        if self.size:
+            width, height = self.size
+            if width * height > 640 * 480:  # USB cameras deliver large frames fast only as MJPEG
+                capture.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
+            capture.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+            capture.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+        if self.fps and self.live:
+            capture.set(cv2.CAP_PROP_FPS, self.fps)
+        capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # newest frame, not a queue of old ones
+        file_fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
+        self.interval = 1.0 / (self.fps or (file_fps if 1.0 <= file_fps <= 240.0 else 30.0))
+        self.next_due = time.time()
+        self.capture = capture
+
+    def read(self):
+        ok, frame = self.capture.read()
+        if not ok and self.loop:
+            self.capture.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, frame = self.capture.read()
+        if not ok:
+            return None
+        if self.paced:  # a file is read as fast as the disk allows: play it at its own rate
+            delay = self.next_due - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            self.next_due = max(self.next_due + self.interval, time.time() - self.interval)
+        return frame
+
+    def close(self):
+        if self.capture is not None:
+            self.capture.release()
+            self.capture = None
+
+
+def opencv_has_gstreamer():
+    for line in cv2.getBuildInformation().splitlines():
+        if line.strip().startswith("GStreamer:"):
+            return "YES" in line
+    return False
+
+
+def csi_pipeline(sensor_id, width, height, fps):
+    """GStreamer pipeline for a Jetson CSI camera (nvarguscamerasrc), ending in BGR."""
+    return ("nvarguscamerasrc sensor-id={id} ! video/x-raw(memory:NVMM), width={w}, height={h}, "
+            "framerate={f}/1, format=NV12 ! nvvidconv ! video/x-raw, width={w}, height={h}, format=BGRx ! "
+            "videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false"
+            .format(id=sensor_id, w=width, h=height, f=int(fps)))
+
+
+def _query(uri):
+    """'test://?a=1&b=2' -> {'a': '1', 'b': '2'}."""
+    if "?" not in uri:
+        return {}
+    pairs = [item.split("=", 1) for item in uri.split("?", 1)[1].split("&") if "=" in item]
+    return {key: value for key, value in pairs}
+
+
+def open_source(uri, width=640, height=480, fps=30.0, loop=False):
+    """URI -> an unopened FrameSource.
+
+    `0` or `/dev/videoN`: V4L2 camera; `csi://N`: Jetson CSI camera;
+    `rtsp://`, `http(s)://`: network stream; a video file; a folder of images;
+    `test://[?width=&height=&fps=&die_after=]`: synthetic scene.
+    """
+    size = (int(width), int(height))
+    if uri.startswith("test://"):
+        query = _query(uri)
+        return TestSource(uri, width=query.get("width", width), height=query.get("height", height),
+                          fps=query.get("fps", fps), die_after=query.get("die_after", 0))
+    if uri.isdigit() or uri.startswith("/dev/video"):
+        target = int(uri) if uri.isdigit() else uri
+        return OpenCVSource(uri, target, cv2.CAP_V4L2, size, fps,
+                            hint="is a camera plugged in and free (v4l2-ctl --list-devices), and "
+                                 "passed to the container with --device?")
+    if uri.startswith("csi://"):
+        if not opencv_has_gstreamer():
+            raise SourceError("csi:// needs OpenCV built with GStreamer (JetPack's python3-opencv); "
+                              "this OpenCV {} has none".format(cv2.__version__))
+        pipeline = csi_pipeline(int(uri[len("csi://"):] or 0), width, height, fps)
+        return OpenCVSource(uri, pipeline, cv2.CAP_GSTREAMER,
+                            hint="is the ribbon cable seated and nvargus-daemon running?")
+    if uri.startswith(("rtsp://", "rtmp://", "http://", "https://")):
+        return OpenCVSource(uri, uri, cv2.CAP_FFMPEG, hint="is the stream URL reachable from here?")
+    path = uri[len("file://"):] if uri.startswith("file://") else uri
+    if os.path.isdir(path):
+        return ImageFolderSource(uri, path, fps=fps if fps and fps < 30 else 2.0)
+    if os.path.isfile(path):
+        return OpenCVSource(uri, path, cv2.CAP_ANY, hint="is it a video OpenCV can decode?",
+                            live=loop, paced=True, loop=loop)
+    raise SourceError("source '{}' is not a camera (0, /dev/video0, csi://0), a stream (rtsp://, "
+                      "http://), an existing file or folder, or test://".format(uri))
+
+
+def find_v4l2_camera(max_index=4):
+    """The first /dev/videoN that opens and delivers a frame, else None."""
+    for index in range(max_index):
+        device = "/dev/video{}".format(index)
+        if not os.path.exists(device):
+            continue
+        capture = cv2.VideoCapture(device, cv2.CAP_V4L2)
+        try:
+            if capture.isOpened() and capture.read()[0]:
+                return device
+        finally:
+            capture.release()
+    return None
+
+
+def resolve_source(uri):
+    """'auto' -> the first working V4L2 camera, else test:// with a warning."""
+    if uri != "auto":
+        return uri
+    device = find_v4l2_camera()
+    if device:
+        log.info("source auto -> %s", device)
+        return device
+    log.warning("source auto: no camera found at /dev/video0-3; streaming test:// instead. Pick a "
+                "source with --source: /dev/video0, csi://0, rtsp://..., http://..., a video file "
+                "(--loop to repeat), a folder of images, or test://")
+    return "test://"
+
+
+# --- the pipeline -------------------------------------------------------------
+
+class Frame(object):
+    """One published, annotated frame: encoded once, sent to every viewer as is."""
+
+    __slots__ = ("seq", "jpeg", "part", "detections", "width", "height", "inference_ms",
+                 "captured_at", "published_at", "status")
+
+    def __init__(self, seq, jpeg, detections, width, height, inference_ms, captured_at, status=None):
+        self.seq = seq
+        self.jpeg = jpeg
+        self.detections = detections
+        self.width, self.height = width, height
+        self.inference_ms = inference_ms
+        self.captured_at = captured_at
+        self.published_at = time.time()
+        self.status = status  # None for a live frame, else why this is a placeholder
+        self.part = (b"Content-Type: image/jpeg\r\nContent-Length: " + str(len(jpeg)).encode()
+                     + b"\r\nX-Frame-Seq: " + str(seq).encode()
+                     + b"\r\nX-Captured-At: " + "{:.6f}".format(captured_at).encode()
+                     + b"\r\n\r\n" + jpeg + b"\r\n--frame\r\n")
+
+
+class Broadcast(object):
+    """The newest published frame; readers wait, with a timeout, for a newer one."""
+
+    def __init__(self):
+        self._condition = threading.Condition()
+        self._frame = None
+
+    def publish(self, frame):
+        with self._condition:
+            self._frame = frame
+            self._condition.notify_all()
+
+    def latest(self):
+        return self._frame
+
+    def wait_newer(self, seq, timeout):
+        """The newest frame if its seq is above `seq`, waiting up to `timeout`; else None."""
+        with self._condition:
+            self._condition.wait_for(lambda: self._frame is not None and self._frame.seq > seq, timeout)
+            frame = self._frame
+        return frame if frame is not None and frame.seq > seq else None
+
+
+class MovingRate(object):
+    """Events per second over the last `window` seconds."""
+
+    def __init__(self, window=2.0):
+        self.window = window
+        self.times = collections.deque()
+
+    def tick(self, now):
+        self.times.append(now)
+        while self.times and now - self.times[0] > self.window:
+            self.times.popleft()
+
+    def rate(self, now):
+        if len(self.times) < 2 or now - self.times[-1] > self.window:
+            return 0.0
+        return (len(self.times) - 1) / max(self.times[-1] - self.times[0], 1e-6)
+
+
+class Camera(object):
+    """One source, one detector, one pipeline; any number of viewers.
+
+    States: starting, streaming, reconnecting, idle (paused for lack of
+    viewers), ended (a file without --loop), stopped.
+    """
+
+    RESTART_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
+
+    def __init__(self, source, detector, jpeg_quality=80, idle_stop=0.0, max_viewers=0, encoder=None):
+        self.source = source
+        self.detector = detector
+        self.jpeg_quality = int(jpeg_quality)
+        self.idle_stop = float(idle_stop or 0.0)
+        self.max_viewers = int(max_viewers or 0)
+        self.encode = encoder or self._encode_opencv
+        self.broadcast = Broadcast()
+        self.state = "starting"
+        self.last_error = ""
+        self.started_at = time.time()
+        self.counters = {"frames_captured": 0, "frames_inferred": 0, "frames_dropped": 0,
+                         "frames_published": 0, "reconnects": 0}
+        self.inference_ms = 0.0
+        self.viewers = 0
+        self.last_activity = time.time()
+        self.last_capture_at = 0.0
+        self.last_live_frame = None
+        self._rate = MovingRate()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        # capture -> detect hand-over: the newest frame and uploads waiting for the detector
+        self._work = threading.Condition()
+        self._captured = None
+        self._jobs = collections.deque()
+        # detect -> render hand-over
+        self._detected = threading.Condition()
+        self._to_render = None
+        self._seq = 0
+        self._threads = []
+        self._publish_status("starting")
+
+    # lifecycle
+    def start(self):
+        for target in (self._capture_loop, self._detect_loop, self._render_loop):
+            thread = threading.Thread(target=target, name="camera-" + target.__name__.strip("_"))
+            thread.daemon = True
+            thread.start()
+            self._threads.append(thread)
+        log.info("pipeline started: source %s, backend %s", self.source.uri, self.detector.backend)
+        return self
+
+    def stop(self, timeout=5.0):
+        self._stop.set()
+        self._wake.set()
+        with self._work:
+            self._work.notify_all()
+        with self._detected:
+            self._detected.notify_all()
+        deadline = time.time() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.time()))
+        self.state = "stopped"
+        self._publish_status("stopped")
+
+    # viewers
+    def join_viewer(self):
+        """Count a new viewer; returns a callable that releases it (safe to call twice)."""
+        with self._lock:
+            if self.max_viewers and self.viewers >= self.max_viewers:
+                raise TooManyViewers("{} viewers are watching, the limit set by --max-viewers; try "
+                                     "again later".format(self.viewers))
+            self.viewers += 1
+        self.touch()
+        released = []
+
+        def release():
+            with self._lock:
+                if not released:
+                    released.append(True)
+                    self.viewers -= 1
+            self.touch()
+        return release
+
+    def touch(self):
+        """Note that someone wants frames; wakes an idle pipeline."""
+        self.last_activity = time.time()
+        self._wake.set()
+
+    def wait_frame(self, after_seq, timeout):
+        return self.broadcast.wait_newer(after_seq, timeout)
+
+    def latest_frame(self):
+        return self.broadcast.latest()
+
+    # uploads share the pipeline's detector (and its thread, which owns any GPU context)
+    def detect_image(self, frame, timeout=30.0):
+        job = {"frame": frame, "done": threading.Event(), "result": None, "error": None}
+        with self._work:
+            self._jobs.append(job)
+            self._work.notify_all()
+        if not job["done"].wait(timeout):
+            raise RuntimeError("the detector did not answer within {:.0f} s".format(timeout))
+        if job["error"] is not None:
+            raise job["error"]
+        return job["result"]
+
+    # status
+    def stats(self):
+        now = time.time()
+        latest = self.broadcast.latest()
+        state = self.state
+        if state == "streaming" and now - self.last_capture_at > 5.0:
+            state = "stalled"
+        stats = dict(self.counters)
+        stats.update({
+            "state": state,
+            "source": self.source.uri,
+            "last_error": self.last_error,
+            "fps": round(self._rate.rate(now), 2),
+            "inference_ms": round(self.inference_ms, 2),
+            "viewers": self.viewers,
+            "backend": self.detector.backend,
+            "model": self.detector.model_name,
+            "width": latest.width if latest else 0,
+            "height": latest.height if latest else 0,
+            "uptime": round(now - self.started_at, 1),
+        })
+        return stats
+
+    def healthy(self):
+        """True while live frames flow (or the pipeline is idle on purpose)."""
+        stats = self.stats()
+        if stats["state"] == "idle":
+            return True
+        live = self.last_live_frame
+        return stats["state"] == "streaming" and live is not None and time.time() - live.published_at < 3.0
+
+    # threads
+    def _idle(self):
+        return bool(self.idle_stop) and self.viewers == 0 and time.time() - self.last_activity > self.idle_stop
+
+    def _capture_loop(self):
+        failures = 0
+        while not self._stop.is_set():
+            if self._idle():
+                self._set_state("idle", "no viewers for {:.0f} s (--idle-stop)".format(self.idle_stop))
+                self._wake.clear()
+                self._wake.wait(1.0)
+                continue
+            try:
+                self.source.open()
+            except SourceError as exc:
+                failures += 1
+                self._source_down(str(exc), failures)
+                continue
+            except Exception as exc:  # a driver error must not end the capture thread
+                failures += 1
+                self._source_down("cannot open {}: {}".format(self.source.uri, exc), failures)
+                continue
+            log.info("source %s open", self.source.uri)
+            self.last_capture_at = time.time()
+            self._set_state("streaming", "")
+            ended = False
+            try:
+                while not self._stop.is_set() and not self._idle():
+                    frame = self.source.read()
+                    if frame is None:
+                        ended = True
+                        break
+                    failures = 0
+                    self._hand_to_detector(frame)
+            except Exception as exc:
+                log.warning("source %s failed while reading: %s", self.source.uri, exc)
+                ended = True
+            finally:
+                self.source.close()
+            if ended and not self._stop.is_set():
+                if not self.source.live:
+                    self._set_state("ended", "{} has ended; use --loop to repeat it".format(self.source.uri))
+                    self._publish_status("ended")
+                    self._stop.wait()
+                    return
+                failures += 1
+                self._source_down("{} stopped delivering frames".format(self.source.uri), failures)
+
+    def _source_down(self, reason, failures):
+        delay = self.RESTART_DELAYS[min(failures, len(self.RESTART_DELAYS)) - 1]
+        with self._lock:
+            self.counters["reconnects"] += 1
+        log.warning("%s; reconnecting in %.1f s", reason, delay)
+        self._set_state("reconnecting", reason)
+        self._publish_status("reconnecting")
+        self._stop.wait(delay)
+
+    def _set_state(self, state, error):
+        if state != self.state:
+            log.info("state %s -> %s%s", self.state, state, ": " + error if error else "")
+        self.state, self.last_error = state, error
+
+    def _hand_to_detector(self, frame):
+        now = time.time()
+        with self._work:
+            if self._captured is not None:
+                self.counters["frames_dropped"] += 1  # the detector never saw it: newest wins
+            self._captured = (frame, now)
+            self.counters["frames_captured"] += 1
+            self.last_capture_at = now
+            self._work.notify_all()
+
+    def _detect_loop(self):
+        while not self._stop.is_set():
+            with self._work:
+                self._work.wait_for(lambda: self._captured is not None or self._jobs or self._stop.is_set(), 0.5)
+                job = self._jobs.popleft() if self._jobs else None
+                captured, self._captured = (None, self._captured) if job else (self._captured, None)
+            if job is not None:
+                self._run_job(job)
+            elif captured is not None:
+                self._detect_frame(*captured)
+
+    def _run_job(self, job):
+        try:
+            job["result"] = self.detector.detect(job["frame"])
+        except Exception as exc:
+            job["error"] = exc
+        finally:
+            job["done"].set()
+
+    def _detect_frame(self, frame, captured_at):
+        try:
+            detections, inference_ms = self.detector.detect(frame)
+        except Exception as exc:
+            log.exception("inference failed")
+            self._set_state("error", "inference failed: {}".format(exc))
+            self._publish_status("inference failed")
+            self._stop.wait(1.0)
+            return
+        self.counters["frames_inferred"] += 1
+        self.inference_ms = inference_ms if not self.inference_ms else 0.9 * self.inference_ms + 0.1 * inference_ms
+        with self._detected:
+            self._to_render = (frame, detections, inference_ms, captured_at)
+            self._detected.notify_all()
+
+    def _render_loop(self):
+        while not self._stop.is_set():
+            with self._detected:
+                self._detected.wait_for(lambda: self._to_render is not None or self._stop.is_set(), 0.5)
+                item, self._to_render = self._to_render, None
+            if item is None:
+                continue
+            frame, detections, inference_ms, captured_at = item
+            try:
+                self._publish_live(frame, detections, inference_ms, captured_at)
+            except Exception:
+                log.exception("drawing or encoding failed; frame skipped")
+
+    def _publish_live(self, frame, detections, inference_ms, captured_at):
+        draw_detections(frame, detections, self.detector.colors)
+        now = time.time()
+        self._rate.tick(now)
+        height, width = frame.shape[:2]
+        draw_overlay(frame, "FPS {:.1f}  {}x{}  inference {:.1f} ms".format(
+            self._rate.rate(now), width, height, self.inference_ms))
+        self.last_live_frame = self._publish(frame, detections, inference_ms, captured_at)
+        self.counters["frames_published"] += 1
+
+    def _publish(self, image, detections, inference_ms, captured_at, status=None):
+        jpeg = self.encode(image, self.jpeg_quality)
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+        height, width = image.shape[:2]
+        frame = Frame(seq, jpeg, detections, width, height, inference_ms, captured_at, status)
+        self.broadcast.publish(frame)
+        return frame
+
+    def _publish_status(self, status):
+        """Show viewers the last live picture, dimmed and marked with `status`."""
+        live = self.last_live_frame
+        if live is not None:
+            image = cv2.imdecode(np.frombuffer(live.jpeg, np.uint8), cv2.IMREAD_COLOR)
+            image = (image * 0.5).astype(np.uint8)
+            detections, width, height = live.detections, live.width, live.height
+        else:
+            width, height = 640, 480
+            image = np.zeros((height, width, 3), dtype=np.uint8)
+            detections = []
+        text = status.upper()
+        if self.last_error:
+            text += ": " + self.last_error
+        draw_banner(image, text)
+        self._publish(image, detections, 0.0, time.time(), status=status)
+
+    @staticmethod
+    def _encode_opencv(image, quality):
+        ok, buffer = cv2.imencode(".jpg", image, [int(cv2.IMWRITE_JPEG_QUALITY), quality])
+        if not ok:
+            raise RuntimeError("JPEG encoding failed")
+        return buffer.tobytes()
+
+
+def draw_overlay(frame, text):
+    """The stats line in the top-left corner, on a dark band for contrast."""
+    scale = max(0.5, frame.shape[0] / 800.0)
+    (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    cv2.rectangle(frame, (0, 0), (text_w + 12, text_h + baseline + 10), (0, 0, 0), -1)
+    cv2.putText(frame, text, (6, text_h + 5), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 255, 255), 1, cv2.LINE_AA)
+
+
+def draw_banner(frame, text):
+    """A status line across the middle of the picture, cut to fit its width."""
+    height, width = frame.shape[:2]
+    scale = max(0.5, height / 700.0)
+    while len(text) > 8 and cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0] > width - 20:
+        text = text[:-4] + "..."
+    (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+    top = height // 2 - text_h
+    cv2.rectangle(frame, (0, top - 10), (width, top + text_h + baseline + 10), (0, 0, 160), -1)
+    cv2.putText(frame, text, ((width - text_w) // 2, top + text_h), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                (255, 255, 255), 1, cv2.LINE_AA)

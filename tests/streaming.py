@@ -1,0 +1,190 @@
+"""Helpers for tests and benchmarks that run the real server: start it, read
+its multipart stream like a browser does, poll its JSON API."""
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get(port, path, headers=None, timeout=10, method="GET", body=None):
+    """(status, headers dict, body bytes) of one request."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def get_json(port, path, **kwargs):
+    status, _, body = get(port, path, **kwargs)
+    return status, json.loads(body.decode())
+
+
+class Server(object):
+    """`python app.py ARGS...` on a free port, stopped on exit."""
+
+    def __init__(self, *args, **env):
+        self.port = free_port()
+        self.args = list(args)
+        self.env = dict(os.environ, **env)
+        self.process = None
+        self.log_path = None
+
+    def __enter__(self):
+        import tempfile
+        log = tempfile.NamedTemporaryFile(prefix="streamdetect-server-", suffix=".log", delete=False)
+        self.log_path = log.name
+        self.process = subprocess.Popen(
+            [sys.executable, os.path.join(ROOT, "app.py")] + self.args
+            + ["--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
+        log.close()
+        self.wait_healthy()
+        return self
+
+    def wait_healthy(self, timeout=90):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("server exited {}:\n{}".format(self.process.returncode, self.log()))
+            try:
+                if get(self.port, "/healthz", timeout=2)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("server not healthy after {} s:\n{}".format(timeout, self.log()))
+
+    def log(self):
+        with open(self.log_path) as handle:
+            return handle.read()[-5000:]
+
+    def stats(self):
+        return get_json(self.port, "/api/stats")[1]
+
+    def __exit__(self, *exc):
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(5)
+        os.remove(self.log_path)
+
+
+class Viewer(threading.Thread):
+    """Reads /video_feed as a browser would and checks every part.
+
+    `frames` counts the parts received; `bad` the parts that were not a whole
+    JPEG or whose Content-Length was wrong; `latencies` the seconds from each
+    frame's capture (X-Captured-At) to its receipt.
+    """
+
+    def __init__(self, port, path="/video_feed", headers=None, decode_every=0):
+        super(Viewer, self).__init__()
+        self.daemon = True
+        self.port, self.path, self.headers = port, path, headers or {}
+        self.decode_every = decode_every
+        self.frames = 0
+        self.bad = 0
+        self.seqs = []
+        self.latencies = []
+        self.status = None
+        self.error = None
+        self.started_at = None
+        self.closed_at = None
+        self._closing = threading.Event()
+        self.connected = threading.Event()
+        self.conn = None
+
+    def run(self):
+        try:
+            self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            self.conn.request("GET", self.path, headers=self.headers)
+            response = self.conn.getresponse()
+            self.status = response.status
+            self.content_type = response.getheader("Content-Type", "")
+            self.connected.set()
+            if response.status != 200:
+                response.read()
+                return
+            boundary = b"--" + self.content_type.split("boundary=")[1].encode()
+            assert response.readline().rstrip(b"\r\n") == boundary
+            self.started_at = time.time()
+            while not self._closing.is_set():
+                headers = {}
+                while True:
+                    line = response.readline()
+                    if not line:
+                        return
+                    line = line.rstrip(b"\r\n")
+                    if not line:
+                        break
+                    key, _, value = line.decode("latin-1").partition(":")
+                    headers[key.strip().lower()] = value.strip()
+                body = response.read(int(headers["content-length"]))
+                now = time.time()
+                trailer = response.readline() + response.readline()
+                whole = body[:2] == b"\xff\xd8" and body[-2:] == b"\xff\xd9" and trailer == b"\r\n" + boundary + b"\r\n"
+                if whole and self.decode_every and self.frames % self.decode_every == 0:
+                    import cv2
+                    import numpy as np
+                    whole = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR) is not None
+                self.frames += 1
+                self.bad += 0 if whole and headers.get("content-type") == "image/jpeg" else 1
+                self.seqs.append(int(headers.get("x-frame-seq", -1)))
+                if "x-captured-at" in headers:
+                    self.latencies.append(now - float(headers["x-captured-at"]))
+        except Exception as exc:  # reported through .error, checked by the test
+            if not self._closing.is_set():
+                self.error = exc
+        finally:
+            self.connected.set()
+            self.close()
+
+    def close(self):
+        self.closed_at = self.closed_at or time.time()
+        self._closing.set()
+        if self.conn is not None:
+            try:
+                self.conn.sock and self.conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self.conn.close()
+
+    def rate(self):
+        """Frames per second between the first part and close()."""
+        if not self.started_at:
+            return 0.0
+        return self.frames / max((self.closed_at or time.time()) - self.started_at, 1e-6)
+
+
+def watch(port, count, seconds, **kwargs):
+    """`count` viewers for `seconds`; returns them, closed."""
+    viewers = [Viewer(port, **kwargs) for _ in range(count)]
+    for viewer in viewers:
+        viewer.start()
+    for viewer in viewers:
+        viewer.connected.wait(15)
+    time.sleep(seconds)
+    for viewer in viewers:
+        viewer.close()
+    for viewer in viewers:
+        viewer.join(10)
+    return viewers

@@ -1,0 +1,201 @@
+"""The streaming server as clients see it: `python app.py serve` on loopback,
+a test:// source and the red-square model, real HTTP clients."""
+import io
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from streaming import Server, Viewer, get, get_json, watch
+
+FPS = 20
+
+
+@pytest.fixture(scope="module")
+def server(red_square_model):
+    with Server("serve", "--source", "test://?fps={}".format(FPS), "--model", red_square_model,
+                "--max-upload-mb", "1", "--max-upload-pixels", "1000000", "--max-viewers", "12") as running:
+        yield running
+
+
+def inferred_rate(server, seconds, viewers):
+    """frames_inferred per second while `viewers` viewers watch for `seconds`."""
+    before = server.stats()["frames_inferred"]
+    started = time.time()
+    watched = watch(server.port, viewers, seconds)
+    rate = (server.stats()["frames_inferred"] - before) / (time.time() - started)
+    return rate, watched
+
+
+def test_viewers_share_one_inference_per_frame(server):
+    single_inferred, [single] = inferred_rate(server, 4, 1)
+    assert single.error is None and single.status == 200 and single.bad == 0
+    assert single.rate() > FPS * 0.7
+    many_inferred, many = inferred_rate(server, 4, 8)
+    for viewer in many:
+        assert viewer.error is None and viewer.status == 200 and viewer.bad == 0
+        assert viewer.rate() == pytest.approx(single.rate(), rel=0.10)
+    assert many_inferred == pytest.approx(single_inferred, rel=0.10)
+    assert single_inferred == pytest.approx(FPS, rel=0.15)
+
+
+def wait_for_viewers(server, count, seconds):
+    deadline = time.time() + seconds
+    while server.stats()["viewers"] != count and time.time() < deadline:
+        time.sleep(0.05)
+    return server.stats()["viewers"]
+
+
+def test_closed_viewer_is_released_within_two_seconds(server):
+    assert wait_for_viewers(server, 0, 5) == 0  # earlier tests' viewers are gone
+    viewer = Viewer(server.port)
+    viewer.start()
+    assert wait_for_viewers(server, 1, 5) == 1
+    viewer.close()
+    assert wait_for_viewers(server, 0, 2.0) == 0
+
+
+def test_a_viewer_that_reads_nothing_does_not_slow_the_others(server):
+    import socket
+    [baseline] = watch(server.port, 1, 3)
+    stalled = socket.create_connection(("127.0.0.1", server.port))
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.sendall(b"GET /video_feed HTTP/1.1\r\nHost: x\r\n\r\n")
+    try:
+        [other] = watch(server.port, 1, 10)
+    finally:
+        stalled.close()
+    assert other.error is None and other.bad == 0
+    assert other.rate() == pytest.approx(baseline.rate(), rel=0.10)
+
+
+def test_page_api_and_metrics(server):
+    status, headers, body = get(server.port, "/")
+    assert status == 200 and b'src="/video_feed"' in body and b'href="/upload' in body
+    status, headers, body = get(server.port, "/snapshot.jpg")
+    assert status == 200 and headers["Content-Type"] == "image/jpeg"
+    assert cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).shape == (480, 640, 3)
+    status, stats = get_json(server.port, "/api/stats")
+    for key in ("state", "fps", "inference_ms", "frames_captured", "frames_inferred", "frames_dropped",
+                "viewers", "backend", "model", "uptime"):
+        assert key in stats
+    assert stats["state"] == "streaming" and stats["model"] == "red_square.onnx"
+    status, record = get_json(server.port, "/api/detections")
+    assert status == 200 and (record["width"], record["height"]) == (640, 480)
+    assert record["detections"] and record["detections"][0]["label"] == "aeroplane"
+    status, headers, body = get(server.port, "/metrics")
+    assert status == 200 and b"streamdetect_frames_inferred_total" in body
+    status, headers, body = get(server.port, "/video_feed?x", timeout=3, method="HEAD")
+    assert headers["Content-Type"] == "multipart/x-mixed-replace; boundary=frame"
+    assert "no-cache" in headers["Cache-Control"]
+
+
+def png_bytes(width, height):
+    return cv2.imencode(".png", np.zeros((height, width, 3), np.uint8))[1].tobytes()
+
+
+def multipart(field, filename, data):
+    boundary = "testboundary"
+    body = ("--{b}\r\nContent-Disposition: form-data; name=\"{f}\"; filename=\"{n}\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").format(b=boundary, f=field, n=filename).encode()
+    body += data + "\r\n--{}--\r\n".format(boundary).encode()
+    return body, {"Content-Type": "multipart/form-data; boundary=" + boundary}
+
+
+def test_uploads_good_and_bad(server):
+    viewer = Viewer(server.port)
+    viewer.start()
+    scene = np.full((240, 320, 3), 90, np.uint8)
+    cv2.rectangle(scene, (100, 60), (180, 160), (0, 0, 255), -1)
+    jpeg = cv2.imencode(".jpg", scene)[1].tobytes()
+
+    body, headers = multipart("image", "scene.jpg", jpeg)
+    status, record = get_json(server.port, "/api/detect", method="POST", body=body, headers=headers)
+    assert status == 200 and record["image"] == "scene.jpg" and record["width"] == 320
+    assert record["detections"][0]["label"] == "aeroplane"
+    status, record = get_json(server.port, "/api/detect", method="POST", body=jpeg)  # raw body
+    assert status == 200 and record["detections"]
+    status, headers, body = get(server.port, "/api/detect?annotate=1", method="POST", body=jpeg)
+    assert status == 200 and headers["Content-Type"] == "image/jpeg"
+    assert cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).shape == (240, 320, 3)
+
+    bad = [
+        (b"this is not an image", 400, "not an image"),
+        (b"", 400, "no image received"),
+        (png_bytes(1200, 1000), 413, "over the limit"),            # 1.2 Mpx > 1 Mpx
+        (np.random.bytes(1200000), 413, "larger than 1 MB"),        # 1.2 MB > 1 MB
+    ]
+    for data, want_status, want_text in bad:
+        status, record = get_json(server.port, "/api/detect", method="POST", body=data,
+                                  headers={"Content-Type": "application/octet-stream"})
+        assert status == want_status and want_text in record["error"], (want_status, record)
+    body, headers = multipart("photo", "x.jpg", jpeg)
+    status, record = get_json(server.port, "/api/detect", method="POST", body=body, headers=headers)
+    assert status == 400 and "'image'" in record["error"]
+    status, _, page = get(server.port, "/upload", method="POST", body=multipart("image", "a.txt", b"text")[0],
+                          headers=multipart("image", "a.txt", b"text")[1])
+    assert status == 400 and b"not an image" in page
+
+    frames_before = viewer.frames
+    time.sleep(1.0)
+    viewer.close()
+    viewer.join(5)
+    assert viewer.error is None and viewer.frames - frames_before >= FPS * 0.5
+    assert server.stats()["state"] == "streaming"
+
+
+def test_upload_page_shows_the_result(server):
+    jpeg = cv2.imencode(".jpg", np.full((100, 100, 3), 200, np.uint8))[1].tobytes()
+    body, headers = multipart("image", "grey.jpg", jpeg)
+    status, _, page = get(server.port, "/upload", method="POST", body=body, headers=headers)
+    assert status == 200 and b"data:image/jpeg;base64," in page and b"grey.jpg" in page
+
+
+def test_viewer_limit(server):
+    viewers = [Viewer(server.port) for _ in range(12)]
+    for viewer in viewers:
+        viewer.start()
+        viewer.connected.wait(10)
+    try:
+        status, record = get_json(server.port, "/video_feed")
+        assert status == 503 and "--max-viewers" in record["error"]
+    finally:
+        for viewer in viewers:
+            viewer.close()
+
+
+def test_source_that_dies_is_reopened(red_square_model):
+    with Server("serve", "--source", "test://?fps=20&die_after=30", "--model", red_square_model) as server:
+        seen = []
+        deadline = time.time() + 20
+        while time.time() < deadline and not (503 in seen and seen[-1] == 200 and seen.index(503) < len(seen) - 1):
+            status, body = get_json(server.port, "/healthz")
+            if not seen or seen[-1] != status:
+                seen.append(status)
+            time.sleep(0.05)
+        assert seen[:3] == [200, 503, 200]
+        stats = server.stats()
+        assert stats["reconnects"] >= 1
+
+
+def test_token_protects_everything_but_healthz(red_square_model):
+    with Server("serve", "--source", "test://", "--model", red_square_model, STREAMDETECT_TOKEN="s3cret") as server:
+        assert get(server.port, "/api/stats")[0] == 401
+        assert get(server.port, "/snapshot.jpg?token=wrong")[0] == 401
+        assert get(server.port, "/healthz")[0] == 200
+        assert get(server.port, "/api/stats", headers={"Authorization": "Bearer s3cret"})[0] == 200
+        status, _, page = get(server.port, "/?token=s3cret")
+        assert status == 200 and b"/video_feed?token=s3cret" in page
+        [viewer] = watch(server.port, 1, 1, path="/video_feed?token=s3cret")
+        assert viewer.status == 200 and viewer.frames > 0
+
+
+def test_chromium_shows_the_stream(server):
+    from browser import chromium_page
+    with chromium_page() as page:
+        page.goto("http://127.0.0.1:{}/".format(server.port))
+        page.wait_for_function("document.getElementById('stream').naturalWidth > 0", timeout=15000)
+        assert page.evaluate("document.getElementById('stream').naturalWidth") == 640
+        page.wait_for_function("document.getElementById('fps').textContent !== '…'", timeout=10000)
+        assert float(page.inner_text("#fps")) > 0
