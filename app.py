@@ -4,11 +4,16 @@ This file is the command line (`python app.py --help`), the Flask app factory
 and the WSGI callable `app` that uWSGI serves.
 """
 import argparse
+import atexit
 import hmac
 import io
 import json
 import logging
 import os
+import re
+import shutil
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -19,7 +24,7 @@ import numpy as np
 
 from camera import Camera, SourceError, TooManyViewers, open_source, resolve_source
 from get_engine import BACKENDS, EngineError, ModelError
-from yolo_tool import DEFAULT_MODEL, NAMED_MODELS, Detector, draw_detections, parse_anchors, \
+from yolo_tool import DEFAULT_MODEL, NAMED_MODELS, Detector, cache_dir, draw_detections, parse_anchors, \
     read_labels, resolve_model
 
 log = logging.getLogger("streamdetect")
@@ -120,8 +125,10 @@ class Pipeline(object):
     """Builds the detector and Camera on first use, in the process that serves.
 
     Nothing starts at import or fork time (uWSGI imports this module, and a
-    camera or CUDA context must not cross a fork). A failed start is reported
-    to every request and retried at most every `retry_after` seconds.
+    camera or CUDA context must not cross a fork). The first request starts it
+    in the background, since loading a model or building an engine can take
+    minutes; until then, and after a failed start, requests get 503 with the
+    reason. A failed start is tried again after `retry_after` seconds.
     """
 
     def __init__(self, settings, retry_after=10.0):
@@ -130,24 +137,35 @@ class Pipeline(object):
         self.camera = None
         self.error = None
         self.failed_at = 0.0
+        self._starting = False
         self._lock = threading.Lock()
 
     def get(self):
-        """The running Camera; HttpError 503 with the reason while it cannot start."""
+        """The running Camera; HttpError 503 with the reason while there is none."""
         camera = self.camera
         if camera is not None:
             return camera
         with self._lock:
-            if self.camera is None:
-                if self.error and time.time() - self.failed_at < self.retry_after:
-                    raise HttpError(503, self.error)
-                try:
-                    self.start()
-                except USER_ERRORS as exc:
-                    self.error, self.failed_at = "pipeline cannot start: {}".format(exc), time.time()
-                    log.error("%s", self.error)
-                    raise HttpError(503, self.error)
-            return self.camera
+            if self.camera is not None:
+                return self.camera
+            if not self._starting and (not self.error or time.time() - self.failed_at >= self.retry_after):
+                self._starting = True
+                thread = threading.Thread(target=self._start_in_background, name="pipeline-start")
+                thread.daemon = True
+                thread.start()
+            raise HttpError(503, self.error or "starting: loading the model and opening the source")
+
+    def _start_in_background(self):
+        try:
+            self.start()
+        except USER_ERRORS as exc:
+            self.error, self.failed_at = "pipeline cannot start: {}".format(exc), time.time()
+            log.error("%s", self.error)
+        except Exception as exc:
+            self.error, self.failed_at = "pipeline cannot start: {!r}".format(exc), time.time()
+            log.exception("pipeline start failed")
+        finally:
+            self._starting = False
 
     def start(self):
         """Load the model, open the source and start the Camera (errors propagate)."""
@@ -158,6 +176,7 @@ class Pipeline(object):
         self.camera = Camera(source, detector, jpeg_quality=settings.jpeg_quality,
                              idle_stop=settings.idle_stop, max_viewers=settings.max_viewers).start()
         self.error = None
+        atexit.register(self.stop)  # join the threads before the interpreter (and OpenCV) go away
         return self.camera
 
     def stop(self):
@@ -333,7 +352,7 @@ def create_app(settings=None, start=False):
         try:
             camera = pipeline.get()
         except HttpError as exc:
-            return jsonify(status="down", error=str(exc)), 503
+            return jsonify(status="starting" if pipeline.error is None else "down", error=str(exc)), 503
         stats = camera.stats()
         healthy = camera.healthy()
         return jsonify(status="ok" if healthy else "unhealthy", state=stats["state"], fps=stats["fps"],
@@ -397,6 +416,8 @@ def settings_from_env():
 
 
 def cmd_serve(args):
+    if args.production:
+        return serve_production(args)
     app = create_app(args, start=True)
     camera = app.extensions["streamdetect"].camera
     log.info("serving on http://%s:%d/ (source %s, backend %s)", args.host, args.port,
@@ -407,6 +428,182 @@ def cmd_serve(args):
     finally:
         app.extensions["streamdetect"].stop()
     return 0
+
+
+# --- production: uWSGI + nginx ---------------------------------------------------
+
+APP_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def run_directory(port):
+    """Where sockets, pids and generated configs live: /run (not /tmp, which
+    systemd's PrivateTmp hides from nginx), else the user's runtime folder."""
+    if os.geteuid() == 0:
+        base = "/run/streamdetect"
+    else:
+        base = os.path.join(os.environ.get("XDG_RUNTIME_DIR") or cache_dir("run"), "streamdetect")
+    path = os.path.join(base, str(port))
+    os.makedirs(path, exist_ok=True)
+    os.chmod(path, 0o755)
+    return path
+
+
+def fill_template(path, values):
+    """A config file from the repository with its @NAME@ fields filled in."""
+    with open(path) as handle:
+        text = handle.read()
+    for name, value in values.items():
+        text = text.replace("@{}@".format(name), str(value))
+    leftover = re.findall(r"@[A-Z_]+@", text)
+    if leftover:
+        raise ValueError("{}: no value for {}".format(path, ", ".join(sorted(set(leftover)))))
+    return text
+
+
+def nginx_conf_dir(nginx):
+    """nginx's own configuration folder (where its uwsgi_params lives)."""
+    info = subprocess.run([nginx, "-V"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True).stdout
+    match = re.search(r"--conf-path=(\S+)", info)
+    return os.path.dirname(match.group(1)) if match else "/etc/nginx"
+
+
+def settings_environment(args):
+    """The serve settings as $STREAMDETECT_* variables, for the app under uWSGI."""
+    environment = {}
+    for action in build_parser()._subparsers._group_actions[0].choices["serve"]._actions:
+        value = getattr(args, action.dest, None)
+        if action.dest in ("help", "production") or value is None or not action.option_strings:
+            continue
+        if isinstance(value, bool):
+            value = "1" if value else ""
+        environment["STREAMDETECT_" + action.dest.upper()] = str(value)
+    return environment
+
+
+def write_production_configs(args, run_dir, nginx):
+    """uWSGI and nginx configurations for these settings, in `run_dir`."""
+    owner = "{}:{}".format(os.geteuid(), os.getegid())
+    user_line = ""
+    if os.geteuid() == 0:  # nginx workers drop to nobody: give its group the socket
+        import grp
+        import pwd
+        nobody = pwd.getpwnam("nobody")
+        group = grp.getgrgid(nobody.pw_gid).gr_name
+        owner, user_line = "0:{}".format(nobody.pw_gid), "user nobody {};".format(group)
+    tls = ""
+    if args.tls_cert:
+        tls = ("listen {} ssl http2;\n    ssl_certificate {};\n    ssl_certificate_key {};"
+               .format(args.tls_port, os.path.abspath(args.tls_cert), os.path.abspath(args.tls_key)))
+    listen = "{}:{}".format(args.host, args.port) if args.host not in ("0.0.0.0", "") else str(args.port)
+    values = {
+        "APP_DIR": APP_DIR, "RUN_DIR": run_dir, "THREADS": args.max_viewers + 16 if args.max_viewers else 256,
+        "SOCKET_OWNER": owner, "STATS_PORT": args.stats_port, "USER_LINE": user_line,
+        "LISTEN": listen, "TLS_SERVER": tls, "MAX_BODY": "{}k".format(int(args.max_upload_mb * 1024) + 1024),
+        "PER_CLIENT": args.per_client_limit, "NGINX_CONF_DIR": nginx_conf_dir(nginx),
+    }
+    static = os.path.join(run_dir, "static")  # a copy nginx's workers can read wherever the app lives
+    if os.path.isdir(static):
+        shutil.rmtree(static)
+    shutil.copytree(os.path.join(APP_DIR, "static"), static)
+    for name, template in (("uwsgi.ini", "app.ini"), ("nginx.conf", "nginx/nginx.conf"),
+                           ("streamdetect.conf", "nginx/streamdetect.conf")):
+        with open(os.path.join(run_dir, name), "w") as handle:
+            handle.write(fill_template(os.path.join(APP_DIR, template), values))
+
+
+def _die_with_parent():
+    """In a child: get SIGTERM if the launcher dies, so nothing is orphaned."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def serve_production(args):
+    """uWSGI (the app) behind nginx, both in the foreground, stopped together."""
+    uwsgi, nginx = shutil.which("uwsgi"), shutil.which("nginx") or (
+        "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if not uwsgi or not nginx:
+        raise EngineError("--production needs uwsgi and nginx on PATH (pip install uwsgi; "
+                          "apt-get install nginx); or run without --production")
+    if args.tls_cert and not args.tls_key:
+        raise EngineError("--tls-cert needs --tls-key")
+    resolve_model(args.model)  # download here, in the foreground, with its progress bar
+    run_dir = run_directory(args.port)
+    write_production_configs(args, run_dir, nginx)
+    environment = dict(os.environ, **settings_environment(args))
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    log.info("starting uWSGI and nginx (configs in %s)", run_dir)
+    children = [subprocess.Popen([uwsgi, "--ini", os.path.join(run_dir, "uwsgi.ini")], env=environment,
+                                 preexec_fn=_die_with_parent)]
+    children.append(subprocess.Popen([nginx, "-p", run_dir, "-c", os.path.join(run_dir, "nginx.conf")],
+                                     preexec_fn=_die_with_parent))
+    status = 0
+    try:
+        status = _supervise(args, children, stopping)
+    finally:
+        _stop_children(children)
+    return status
+
+
+def _supervise(args, children, stopping):
+    """Wait for the first healthy answer, then until a signal or a child's exit."""
+    url = "http://127.0.0.1:{}/healthz".format(args.port)
+    ready, last_note = False, time.time()
+    while not stopping:
+        for child in children:
+            if child.poll() is not None:
+                log.error("%s exited with status %s; stopping", os.path.basename(child.args[0]),
+                          child.returncode)
+                return 1
+        if not ready:
+            answer = _health(url)
+            if answer.get("status") == "down":
+                print("error: {}".format(answer.get("error")), file=sys.stderr)
+                return 2
+            if answer.get("status") in ("ok", "unhealthy"):
+                ready = True
+                log.info("ready: http://%s:%d/ (%s)", "localhost" if args.host in ("0.0.0.0", "") else args.host,
+                         args.port, answer.get("state"))
+            elif time.time() - last_note > 10:
+                last_note = time.time()
+                log.info("waiting for the pipeline to start: %s", answer.get("error", "no answer yet"))
+        time.sleep(0.2)
+    return 0
+
+
+def _health(url):
+    from urllib.error import HTTPError, URLError
+    from urllib.request import urlopen
+    try:
+        with urlopen(url, timeout=5) as response:
+            return json.loads(response.read().decode())
+    except HTTPError as exc:
+        try:
+            return json.loads(exc.read().decode())
+        except ValueError:
+            return {}
+    except (URLError, OSError, ValueError):
+        return {}
+
+
+def _stop_children(children, grace=3.0):
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.time() + grace
+    for child in children:
+        try:
+            child.wait(max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            log.warning("%s did not stop in %.0f s; killing it", os.path.basename(child.args[0]), grace)
+            child.kill()
+            child.wait(5)
+    log.info("stopped")
 
 
 COMMANDS = ("serve", "detect", "fetch-model")
@@ -439,6 +636,19 @@ def add_serve_options(parser):
                             "(default %(default)s)")
     group.add_argument("--max-upload-mb", type=float, default=float(env("MAX_UPLOAD_MB", 10)),
                        help="largest /api/detect upload in MB (default %(default)s)")
+    group.add_argument("--production", action="store_true",
+                       help="serve through uWSGI behind nginx (both started here, stopped on SIGTERM "
+                            "or Ctrl-C) instead of the development server")
+    group.add_argument("--per-client-limit", type=int, default=int(env("PER_CLIENT_LIMIT", 32)),
+                       help="--production: nginx's limit of connections per client address "
+                            "(default %(default)s)")
+    group.add_argument("--stats-port", type=int, default=int(env("STATS_PORT", 9191)),
+                       help="--production: uWSGI stats server port on 127.0.0.1 (default %(default)s)")
+    group.add_argument("--tls-cert", default=env("TLS_CERT", None),
+                       help="--production: certificate file; adds an HTTPS + HTTP/2 listener")
+    group.add_argument("--tls-key", default=env("TLS_KEY", None), help="--production: its key file")
+    group.add_argument("--tls-port", type=int, default=int(env("TLS_PORT", 8443)),
+                       help="--production: HTTPS port (default %(default)s)")
     group.add_argument("--max-upload-pixels", type=int, default=int(env("MAX_UPLOAD_PIXELS", 40000000)),
                        help="largest /api/detect image in pixels (default %(default)s)")
 
@@ -506,4 +716,7 @@ if __name__ == "__main__":
 else:
     # The WSGI callable for uWSGI (module = app:app), configured by $STREAMDETECT_*.
     # Building it starts nothing: the pipeline starts at the first request.
+    if "uwsgi" in sys.modules:
+        logging.basicConfig(level=env("LOG_LEVEL", "INFO"), stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app()

@@ -92,6 +92,9 @@ class OnnxRuntimeEngine(Engine):
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
+        # Spinning idle worker threads would take the CPU that capture, drawing and
+        # encoding need between inferences.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = onnxruntime.InferenceSession(model_path, sess_options=options,
                                                         providers=providers)

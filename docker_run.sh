@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Run streamdetect in Docker: on a Jetson with the NVIDIA runtime (GPU, TensorRT), elsewhere on
+# the CPU. The model and built engines live in the volume "streamdetect-cache", so a restart
+# neither downloads nor rebuilds.
+#
+#   ./docker_run.sh [--build] [--port 8080] [--device /dev/video0] [-- SERVE OPTIONS...]
+#   ./docker_run.sh -- --source rtsp://camera/stream --conf 0.4
+set -euo pipefail
+cd "$(dirname "$0")"
+
+port=8080
+device=/dev/video0
+build=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --build) build=1 ;;
+        --port) port="$2"; shift ;;
+        --device) device="$2"; shift ;;
+        --) shift; break ;;
+        -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "docker_run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+if [ -f /etc/nv_tegra_release ]; then
+    image=streamdetect:jetson dockerfile=Dockerfile runtime=(--runtime nvidia)
+else
+    image=streamdetect:x86 dockerfile=Dockerfile.x86 runtime=()
+fi
+if [ "$build" = 1 ] || ! docker image inspect "$image" >/dev/null 2>&1; then
+    docker build -f "$dockerfile" -t "$image" .
+fi
+
+devices=()
+if [ -e "$device" ]; then
+    devices=(--device "$device")
+else
+    echo "docker_run.sh: no $device; the server will fall back to its test:// source" >&2
+fi
+# CSI cameras on a Jetson talk to the host's Argus daemon through this socket.
+if [ -S /tmp/argus_socket ]; then
+    devices+=(-v /tmp/argus_socket:/tmp/argus_socket)
+fi
+
+environment=()
+for name in $(compgen -e | grep '^STREAMDETECT_' || true); do
+    environment+=(-e "$name")
+done
+
+tty=()
+if [ -t 0 ]; then
+    tty=(-it)
+fi
+
+exec docker run --rm "${tty[@]}" --init --name streamdetect "${runtime[@]}" "${devices[@]}" "${environment[@]}" \
+    -p "$port:8080" -v streamdetect-cache:/data "$image" \
+    python3 app.py serve --production "$@"

