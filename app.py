@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from camera import Camera, SourceError, TooManyViewers, open_source, resolve_source
-from get_engine import BACKENDS, EngineError, ModelError
+from get_engine import BACKENDS, PRECISIONS, EngineError, ModelError
 from yolo_tool import DEFAULT_MODEL, NAMED_MODELS, Detector, cache_dir, draw_detections, parse_anchors, \
     read_labels, resolve_model
 
@@ -53,6 +53,13 @@ def add_model_options(parser):
     group.add_argument("--input-scale", type=float, default=env("INPUT_SCALE", None),
                        help="multiplier from 0-255 pixels to the model's input range "
                             "(1 for the zoo model, 0.00392 for models trained on 0-1)")
+    group.add_argument("--precision", choices=PRECISIONS, default=env("PRECISION", "auto"),
+                       help="TensorRT precision; auto = fp16 where the GPU has fast FP16, else fp32 "
+                            "(default %(default)s)")
+    group.add_argument("--workspace-mb", type=int, default=int(env("WORKSPACE_MB", 256)),
+                       help="TensorRT builder workspace in MB (default %(default)s)")
+    group.add_argument("--calibration-images", default=env("CALIBRATION_IMAGES", None), metavar="DIR",
+                       help="TensorRT --precision int8: folder of typical images to calibrate with")
     group.add_argument("--conf", type=float, default=float(env("CONF", 0.5)),
                        help="confidence threshold, 0-1 (default %(default)s)")
     group.add_argument("--iou", type=float, default=float(env("IOU", 0.45)),
@@ -72,6 +79,9 @@ def detector_from_args(args):
         input_scale=args.input_scale,
         conf_threshold=args.conf,
         iou_threshold=args.iou,
+        precision=args.precision,
+        workspace_mb=args.workspace_mb,
+        calibration_images=args.calibration_images,
     )
 
 
@@ -110,6 +120,79 @@ def cmd_fetch_model(args):
     print(path)
     return 0
 
+
+def cmd_build_engine(args):
+    args.backend = "tensorrt"
+    detector = detector_from_args(args)
+    print(detector.engine.engine_path)
+    detector.close()
+    return 0
+
+
+def cmd_check(args):
+    """What this machine offers, and what `auto` will use."""
+    import platform
+    from camera import opencv_has_gstreamer
+    from get_engine import auto_backends
+    print("Python        {} ({})".format(platform.python_version(), platform.machine()))
+    print("OpenCV        {} (GStreamer: {}, dnn: {})".format(
+        cv2.__version__, "yes" if opencv_has_gstreamer() else "no", "yes" if hasattr(cv2, "dnn") else "no"))
+    usable, reasons = auto_backends()
+    for reason in reasons:
+        print("backend       " + reason)
+    cameras = sorted(path for path in os.listdir("/dev") if path.startswith("video")) if os.path.isdir("/dev") else []
+    print("cameras       " + (", ".join("/dev/" + c for c in cameras) or "none at /dev/video*"))
+    print("auto backend  " + (usable[0] if usable else "none: pip install onnxruntime"))
+    print("auto source   " + resolve_source("auto"))
+    print("model cache   " + cache_dir())
+    return 0
+
+
+def cmd_compare(args):
+    """One model on each backend: latency, largest raw-output difference, same detections?"""
+    from get_engine import auto_backends
+    backends = args.backends.split(",") if args.backends else auto_backends()[0]
+    images = []
+    for path in args.images:
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        if image is None:
+            raise ModelError("{} is not an image OpenCV can read".format(path))
+        images.append((path, image))
+    if not images:
+        from camera import TestSource
+        source = TestSource("test://")
+        images = [("test://#{}".format(i), source.scene(1000.0 + i * 0.7)) for i in range(args.frames)]
+    results = []
+    for backend in backends:
+        args.backend = backend
+        detector = detector_from_args(args)
+        outputs, found, times = [], [], []
+        for _, image in images:
+            for _ in range(args.repeat):
+                output, inference_ms = detector.infer(image)
+                times.append(inference_ms)
+            outputs.append(output)
+            height, width = image.shape[:2]
+            found.append([(d.class_id, round(d.score, 3), [round(v) for v in d.box])
+                          for d in detector.decode(output, (width, height))])
+        results.append((backend, detector.engine.detail, outputs, found, float(np.median(times))))
+        detector.close()
+    reference = results[0]
+    report = []
+    for backend, detail, outputs, found, median_ms in results:
+        difference = max(float(np.abs(a - b).max()) for a, b in zip(outputs, reference[2]))
+        report.append({"backend": backend, "detail": detail, "median_ms": round(median_ms, 2),
+                       "max_abs_diff_vs_" + reference[0]: difference, "same_detections": found == reference[3]})
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print("{:<12} {:>10} {:>14} {:>16}  {}".format("backend", "median ms", "max |diff|", "same detections",
+                                                       "engine"))
+        for row in report:
+            print("{:<12} {:>10.2f} {:>14.2e} {:>16}  {}".format(
+                row["backend"], row["median_ms"], row["max_abs_diff_vs_" + reference[0]],
+                "yes" if row["same_detections"] else "NO", row["detail"]))
+    return 0 if all(row["same_detections"] for row in report) else 1
 
 # --- web ---------------------------------------------------------------------
 
@@ -606,7 +689,7 @@ def _stop_children(children, grace=3.0):
     log.info("stopped")
 
 
-COMMANDS = ("serve", "detect", "fetch-model")
+COMMANDS = ("serve", "detect", "fetch-model", "build-engine", "check", "compare")
 
 
 def add_serve_options(parser):
@@ -693,6 +776,33 @@ def build_parser():
     fetch.add_argument("--model", default=env("MODEL", DEFAULT_MODEL),
                        help="model name (default %(default)s)")
     fetch.set_defaults(handler=cmd_fetch_model)
+
+    build = commands.add_parser(
+        "build-engine", parents=[common], help="build and cache the TensorRT engine ahead of time",
+        description="Build the TensorRT engine for the model (minutes on a Jetson Nano) into the cache "
+                    "($STREAMDETECT_HOME/engines) and print its path. The server then starts at once.")
+    add_model_options(build)
+    build.set_defaults(handler=cmd_build_engine)
+
+    check = commands.add_parser(
+        "check", parents=[common], help="show what this machine offers and what auto will use",
+        description="Print Python, OpenCV (and its GStreamer support), the inference backends and why "
+                    "each can or cannot run, CUDA devices, cameras, and what --backend auto and "
+                    "--source auto will pick.")
+    check.set_defaults(handler=cmd_check)
+
+    compare = commands.add_parser(
+        "compare", parents=[common], help="run the model on each backend and compare them",
+        description="Run one model on each available backend over a few images (default: test:// "
+                    "frames): median inference time, the largest raw-output difference from the first "
+                    "backend, and whether the detections are the same. Exit status 1 if they differ.")
+    compare.add_argument("images", nargs="*", metavar="IMAGE")
+    compare.add_argument("--backends", help="comma-separated, in order (default: all available)")
+    compare.add_argument("--frames", type=int, default=5, help="test:// frames without images (default %(default)s)")
+    compare.add_argument("--repeat", type=int, default=5, help="timed runs per image (default %(default)s)")
+    compare.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_model_options(compare)
+    compare.set_defaults(handler=cmd_compare)
     return parser
 
 

@@ -4,14 +4,18 @@ An engine loads one ONNX model, runs a batch of one and says what it is. Each
 backend imports its library only when it is chosen, so a machine with only
 OpenCV, or without a GPU, never touches the others.
 """
+import hashlib
 import logging
+import os
+import tempfile
+import threading
 import time
 
 import numpy as np
 
 log = logging.getLogger("streamdetect.engine")
 
-BACKENDS = ("auto", "onnxruntime", "opencv")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "opencv")
 
 
 class ModelError(Exception):
@@ -131,6 +135,251 @@ class OpenCVEngine(Engine):
         return np.array(self.net.forward(), copy=True)
 
 
+PRECISIONS = ("auto", "fp32", "fp16", "int8")
+
+
+def file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def engine_cache_key(onnx_sha256, trt_version, gpu_name, compute_capability, precision, input_shape):
+    """A short key naming everything an engine is only valid for."""
+    ingredients = "|".join([onnx_sha256, trt_version, gpu_name, compute_capability, precision,
+                            "x".join(str(d) for d in input_shape)])
+    return hashlib.sha256(ingredients.encode()).hexdigest()[:16]
+
+
+def write_atomically(path, data):
+    """Write `data` so that `path` is either absent, the old file, or all of `data`."""
+    folder = os.path.dirname(os.path.abspath(path))
+    handle, partial = tempfile.mkstemp(prefix=".partial-", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+class _Ticker(object):
+    """Logs that a long step is still running, every `every` seconds."""
+
+    def __init__(self, what, every=30.0):
+        self.what, self.every = what, every
+        self.done = threading.Event()
+        self.started = time.time()
+
+    def __enter__(self):
+        thread = threading.Thread(target=self._run, name="ticker")
+        thread.daemon = True
+        thread.start()
+        return self
+
+    def _run(self):
+        while not self.done.wait(self.every):
+            log.info("%s: still running, %.0f s so far", self.what, time.time() - self.started)
+
+    def __exit__(self, *exc):
+        self.done.set()
+        return False
+
+
+class TensorRTEngine(Engine):
+    """An ONNX model built into a TensorRT engine, cached on disk, run with pycuda.
+
+    The cache file's name carries a key of the ONNX file's SHA-256, the
+    TensorRT version, the GPU and its compute capability, the precision and
+    the input shape, so an engine is never loaded where it was not built for.
+    """
+
+    name = "tensorrt"
+
+    def __init__(self, model_path, cache_folder, precision="auto", workspace_mb=256, calibration_images=None):
+        super(TensorRTEngine, self).__init__(model_path)
+        trt, cuda = import_tensorrt()
+        import common
+        self.trt, self.cuda = trt, cuda
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        gpu_name, capability = common.gpu_description(cuda)
+        self.cuda_context = common.CudaContext(cuda)
+        try:
+            with self.cuda_context:
+                builder = trt.Builder(self.logger)
+                self.precision = self._choose_precision(builder, precision)
+                key = engine_cache_key(file_sha256(model_path), trt.__version__, gpu_name, capability,
+                                       self.precision, self.input_shape)
+                stem = os.path.splitext(os.path.basename(model_path))[0]
+                self.engine_path = os.path.join(cache_folder,
+                                                "{}-{}-{}.engine".format(stem, self.precision, key))
+                engine = self._load_cached()
+                if engine is None:
+                    serialized = self._build(builder, workspace_mb, calibration_images)
+                    write_atomically(self.engine_path, serialized)
+                    log.info("engine saved to %s", self.engine_path)
+                    engine = trt.Runtime(self.logger).deserialize_cuda_engine(serialized)
+                    if engine is None:
+                        raise EngineError("TensorRT could not load the engine it just built from {}"
+                                          .format(model_path))
+            self.runner = common.TrtRunner(trt, cuda, engine, self.cuda_context)
+        except BaseException:
+            self.cuda_context.release()
+            raise
+        self.detail = "TensorRT {} {} on {} (sm {})".format(trt.__version__, self.precision, gpu_name, capability)
+
+    def _choose_precision(self, builder, precision):
+        trt = self.trt
+        has_fp16_flag = hasattr(trt.BuilderFlag, "FP16")
+        fast_fp16 = getattr(builder, "platform_has_fast_fp16", False)
+        if precision == "auto":
+            return "fp16" if has_fp16_flag and fast_fp16 else "fp32"
+        if precision == "fp16" and has_fp16_flag and not fast_fp16:
+            raise EngineError("--precision fp16: this GPU has no fast FP16; use --precision fp32")
+        if precision == "fp16" and not has_fp16_flag:
+            self._require_fp16_conversion()
+        if precision == "int8":
+            if not getattr(builder, "platform_has_fast_int8", False):
+                raise EngineError("--precision int8: this GPU has no fast INT8 (a Jetson Nano has "
+                                  "none); use --precision fp16 or fp32")
+            if not hasattr(trt, "IInt8EntropyCalibrator2"):
+                raise EngineError("--precision int8: TensorRT {} has no INT8 calibration; use an "
+                                  "INT8-quantized ONNX model or --precision fp16".format(trt.__version__))
+        if precision not in PRECISIONS:
+            raise EngineError("unknown --precision '{}'; choose one of {}".format(precision, ", ".join(PRECISIONS)))
+        return precision
+
+    def _require_fp16_conversion(self):
+        """TensorRT 11+ builds strongly typed networks: FP16 means an FP16 ONNX model."""
+        try:
+            from onnxconverter_common import float16  # noqa: F401
+        except ImportError:
+            raise EngineError("--precision fp16 with TensorRT {} needs an FP16 ONNX model (networks "
+                              "are strongly typed): pip install onnxconverter-common to convert it "
+                              "here, or use --precision fp32".format(self.trt.__version__))
+
+    def _load_cached(self):
+        if not os.path.isfile(self.engine_path):
+            return None
+        with open(self.engine_path, "rb") as handle:
+            data = handle.read()
+        try:
+            engine = self.trt.Runtime(self.logger).deserialize_cuda_engine(data)
+        except Exception as exc:
+            engine, reason = None, exc
+        else:
+            reason = "it does not deserialize"
+        if engine is None:
+            log.warning("cached engine %s cannot be loaded (%s); rebuilding it", self.engine_path, reason)
+            os.remove(self.engine_path)
+            return None
+        log.info("loaded cached engine %s", self.engine_path)
+        return engine
+
+    def _network_source(self):
+        """The ONNX bytes to build from (converted to FP16 where TensorRT needs that)."""
+        if self.precision == "fp16" and not hasattr(self.trt.BuilderFlag, "FP16"):
+            import onnx
+            from onnxconverter_common import float16
+            model = float16.convert_float_to_float16(onnx.load(self.model_path), keep_io_types=True)
+            log.info("converted %s to FP16 for a strongly typed TensorRT network", self.model_path)
+            return model.SerializeToString()
+        with open(self.model_path, "rb") as handle:
+            return handle.read()
+
+    def _build(self, builder, workspace_mb, calibration_images):
+        trt = self.trt
+        flags = 0
+        major = int(trt.__version__.split(".")[0])
+        if major < 10 and hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):
+            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+        if self.precision == "fp16" and not hasattr(trt.BuilderFlag, "FP16"):
+            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+        network = builder.create_network(flags)
+        parser = trt.OnnxParser(network, self.logger)
+        if not parser.parse(self._network_source()):
+            errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
+            for error in errors:
+                log.error("TensorRT ONNX parser: %s", error)
+            raise EngineError("TensorRT's ONNX parser rejected {} ({} error(s): {})".format(
+                self.model_path, len(errors), "; ".join(errors) or "no details"))
+        config = builder.create_builder_config()
+        workspace = int(workspace_mb) << 20
+        if hasattr(config, "set_memory_pool_limit"):
+            config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
+        else:
+            config.max_workspace_size = workspace
+        if self.precision == "fp32" and hasattr(trt.BuilderFlag, "TF32"):
+            config.clear_flag(trt.BuilderFlag.TF32)  # fp32 means fp32: TF32 would drift from ONNX Runtime
+        if self.precision == "fp16" and hasattr(trt.BuilderFlag, "FP16"):
+            config.set_flag(trt.BuilderFlag.FP16)
+        elif self.precision == "int8":
+            import common
+            config.int8_calibrator = common.make_calibrator(
+                trt, self.cuda, calibration_batches(calibration_images, self.input_shape),
+                self.engine_path + ".calibration")
+            config.set_flag(trt.BuilderFlag.INT8)
+        what = "building the TensorRT engine ({}, workspace {} MB)".format(self.precision, workspace_mb)
+        log.info("%s from %s; this takes minutes on a Jetson Nano", what, self.model_path)
+        started = time.time()
+        with _Ticker(what):
+            serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise EngineError("TensorRT could not build an engine from {} (see its messages above); "
+                              "try --precision fp32 or a larger --workspace-mb".format(self.model_path))
+        log.info("engine built in %.0f s", time.time() - started)
+        return bytes(serialized)
+
+    def infer(self, blob):
+        return self.runner.run(blob)
+
+    def close(self):
+        runner, self.runner = getattr(self, "runner", None), None
+        if runner is not None:
+            runner.release()
+
+
+def calibration_batches(folder, input_shape, limit=200):
+    """INT8 calibration input: up to `limit` images of `folder`, pre-processed like frames."""
+    import cv2
+    import data_processing
+    if not folder or not os.path.isdir(folder):
+        raise EngineError("--precision int8 needs --calibration-images DIR: a folder of images like "
+                          "the ones the camera sees (a few hundred)")
+    paths = sorted(os.path.join(folder, name) for name in os.listdir(folder))[:limit]
+    _, _, height, width = input_shape
+    batches = []
+    for path in paths:
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        if image is not None:
+            batches.append(data_processing.preprocess(image, (height, width)))
+    if not batches:
+        raise EngineError("--calibration-images {} has no images OpenCV can read".format(folder))
+    return batches
+
+
+def import_tensorrt():
+    """(tensorrt, pycuda.driver) or EngineError saying what is missing."""
+    try:
+        import tensorrt as trt
+    except ImportError:
+        raise EngineError("TensorRT's Python bindings are not installed (on a Jetson they come with "
+                          "JetPack; in Docker run with --runtime nvidia); use --backend onnxruntime")
+    try:
+        import common
+        cuda = common.cuda_driver()
+    except ImportError:
+        raise EngineError("pycuda is not installed (pip install pycuda, with nvcc on PATH); "
+                          "use --backend onnxruntime")
+    except Exception as exc:
+        raise EngineError("CUDA cannot start ({}); use --backend onnxruntime".format(exc))
+    return trt, cuda
+
 def _onnxruntime_reason():
     try:
         import onnxruntime
@@ -150,33 +399,70 @@ def _opencv_reason():
     return OpenCVEngine, "OpenCV {} has the dnn module".format(cv2.__version__)
 
 
-AUTO_ORDER = (("onnxruntime", _onnxruntime_reason), ("opencv", _opencv_reason))
+def _tensorrt_reason():
+    try:
+        import tensorrt
+    except ImportError:
+        return None, "TensorRT's Python bindings are not installed"
+    try:
+        import common
+        cuda = common.cuda_driver()
+        count = cuda.Device.count()
+    except ImportError:
+        return None, "TensorRT {} is installed but pycuda is not".format(tensorrt.__version__)
+    except Exception as exc:
+        return None, "TensorRT {} is installed but CUDA cannot start ({})".format(tensorrt.__version__, exc)
+    if not count:
+        return None, "TensorRT {} is installed but there is no CUDA device".format(tensorrt.__version__)
+    name, capability = common.gpu_description(cuda)
+    return TensorRTEngine, "TensorRT {} with {} (sm {})".format(tensorrt.__version__, name, capability)
 
 
-def auto_backend():
-    """Return (backend name, reasons): the first backend in AUTO_ORDER that can run here."""
-    reasons = []
+AUTO_ORDER = (("tensorrt", _tensorrt_reason), ("onnxruntime", _onnxruntime_reason), ("opencv", _opencv_reason))
+ENGINES = {"tensorrt": TensorRTEngine, "onnxruntime": OnnxRuntimeEngine, "opencv": OpenCVEngine}
+TENSORRT_OPTIONS = ("cache_folder", "precision", "workspace_mb", "calibration_images")
+
+
+def auto_backends():
+    """(backends that can run here in AUTO_ORDER, one reason line per backend)."""
+    usable, reasons = [], []
     for name, probe in AUTO_ORDER:
         engine_class, reason = probe()
         reasons.append("{}: {}".format(name, reason))
         if engine_class is not None:
-            return name, reasons
-    return None, reasons
+            usable.append(name)
+    return usable, reasons
 
 
-def create_engine(model_path, backend="auto"):
-    """Open `model_path` on `backend` ('auto' picks the best available and logs why)."""
-    if backend == "auto":
-        name, reasons = auto_backend()
-        if name is None:
-            raise EngineError("no inference backend is available ({}); pip install onnxruntime"
-                              .format("; ".join(reasons)))
-        log.info("backend auto -> %s (%s)", name, "; ".join(reasons))
-        backend = name
-    engines = {"onnxruntime": OnnxRuntimeEngine, "opencv": OpenCVEngine}
-    if backend not in engines:
+def _open(backend, model_path, options):
+    if backend not in ENGINES:
         raise EngineError("unknown backend '{}'; choose one of {}".format(backend, ", ".join(BACKENDS)))
     started = time.time()
-    engine = engines[backend](model_path)
+    if backend == "tensorrt":
+        if not options.get("cache_folder"):
+            raise EngineError("the TensorRT backend needs a folder for its engine cache")
+        engine = TensorRTEngine(model_path, **{k: v for k, v in options.items() if k in TENSORRT_OPTIONS})
+    else:
+        engine = ENGINES[backend](model_path)
     log.info("loaded %s on %r in %.1f s", model_path, engine, time.time() - started)
     return engine
+
+
+def create_engine(model_path, backend="auto", **options):
+    """Open `model_path` on `backend`. 'auto' tries the best available first, logs
+    why, and falls back to the next when one cannot run; a named backend that
+    cannot run is an error. `options` go to the TensorRT engine."""
+    if backend != "auto":
+        return _open(backend, model_path, options)
+    usable, reasons = auto_backends()
+    log.info("backend auto: %s", "; ".join(reasons))
+    for name in usable:
+        try:
+            engine = _open(name, model_path, options)
+        except EngineError as exc:
+            log.warning("backend auto: %s cannot run this model (%s); trying the next", name, exc)
+            continue
+        log.info("backend auto -> %s", name)
+        return engine
+    raise EngineError("no inference backend can run {} ({}); pip install onnxruntime".format(
+        model_path, "; ".join(reasons)))

@@ -19,7 +19,7 @@ def run(*args, **kwargs):
 def test_help_lists_the_commands():
     result = run("--help")
     assert result.returncode == 0
-    for command in ("detect", "fetch-model"):
+    for command in ("serve", "detect", "fetch-model", "build-engine", "check", "compare"):
         assert command in result.stdout
     detect_help = run("detect", "--help")
     assert "--out" in detect_help.stdout and "--backend" in detect_help.stdout
@@ -72,3 +72,29 @@ def test_corrupt_model_is_one_line_for_detect(tmp_path):
     result = run("detect", str(image), "--model", str(bad))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "not a readable ONNX model" in result.stderr
+
+
+def test_check_tells_what_auto_will_use():
+    result = run("check")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("backend       onnxruntime:") for line in lines)
+    assert any(line.startswith("backend       tensorrt:") for line in lines)
+    assert "auto backend  onnxruntime" in result.stdout or "auto backend  tensorrt" in result.stdout
+
+
+def test_compare_onnxruntime_and_opencv(tiny_yolov2_model):
+    result = run("compare", "--model", tiny_yolov2_model, "--backends", "onnxruntime,opencv",
+                 "--frames", "2", "--repeat", "1", "--conf", "0.3", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [row["backend"] for row in report] == ["onnxruntime", "opencv"]
+    assert report[1]["max_abs_diff_vs_onnxruntime"] < 1e-3 and report[1]["same_detections"]
+
+
+def test_build_engine_without_tensorrt_is_one_line(red_square_model):
+    result = run("build-engine", "--model", red_square_model)
+    if result.returncode == 0:
+        return  # a machine with TensorRT built it: tests/test_tensorrt_gpu.py covers that case
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")

@@ -1,0 +1,297 @@
+"""Stand-ins for the `tensorrt` and `pycuda.driver` modules, for testing our
+TensorRT engine's logic (cache, build, errors, buffers, contexts) without a GPU.
+
+They follow the real APIs' shapes: TensorRT 8.2's bindings API or 8.5+/10's
+tensor API, chosen by version. A "serialized engine" is a marker plus the ONNX
+bytes, and "executing" it runs ONNX Runtime, so outputs can be checked. Like
+CUDA, device calls fail unless a context is current in the calling thread.
+"""
+import sys
+import threading
+import types
+
+import numpy as np
+
+MAGIC = b"FAKE-TRT-ENGINE\n"
+
+
+class FakeCuda(object):
+    """State shared by one pair of fake modules: what happened, what to break."""
+
+    def __init__(self, trt_version="8.6.1", gpu="Fake Nano", capability=(5, 3), fast_fp16=True,
+                 fast_int8=False):
+        self.trt_version = trt_version
+        self.gpu, self.capability = gpu, capability
+        self.fast_fp16, self.fast_int8 = fast_fp16, fast_int8
+        self.builds = []            # (network flags, config flags, workspace) per build
+        self.fail_build = False
+        self.parser_errors = []
+        self.fail_execute = False
+        self.memory = {}
+        self.local = threading.local()
+        self.pushes = self.pops = 0
+
+    # --- helpers --------------------------------------------------------
+    def stack(self):
+        if not hasattr(self.local, "stack"):
+            self.local.stack = []
+        return self.local.stack
+
+    def require_context(self):
+        if not self.stack():
+            raise RuntimeError("explicit_context_dependent failed: invalid device context")
+
+    def install(self, monkeypatch):
+        trt, pycuda, driver = self.modules()
+        monkeypatch.setitem(sys.modules, "tensorrt", trt)
+        monkeypatch.setitem(sys.modules, "pycuda", pycuda)
+        monkeypatch.setitem(sys.modules, "pycuda.driver", driver)
+        return trt
+
+    def modules(self):
+        fake = self
+        major = int(self.trt_version.split(".")[0])
+        minor = int(self.trt_version.split(".")[1])
+        tensor_api = (major, minor) >= (8, 5)
+
+        # --- pycuda.driver ---------------------------------------------------
+        driver = types.ModuleType("pycuda.driver")
+
+        class Context(object):
+            def push(self):
+                fake.pushes += 1
+                fake.stack().append(self)
+
+            def pop(self):
+                fake.pops += 1
+                assert fake.stack() and fake.stack()[-1] is self, "pop of a context that is not current"
+                fake.stack().pop()
+
+            def detach(self):
+                self.detached = True
+
+        class Device(object):
+            def __init__(self, index):
+                self.index = index
+
+            @staticmethod
+            def count():
+                return 1
+
+            def name(self):
+                return fake.gpu
+
+            def compute_capability(self):
+                return fake.capability
+
+            def make_context(self):
+                context = Context()
+                context.push()
+                return context
+
+        class Allocation(object):
+            counter = [0x1000]
+
+            def __init__(self, nbytes):
+                fake.require_context()
+                self.pointer = Allocation.counter[0]
+                Allocation.counter[0] += 0x1000 + nbytes
+                fake.memory[self.pointer] = np.zeros(nbytes, dtype=np.uint8)
+
+            def __int__(self):
+                return self.pointer
+
+            def free(self):
+                fake.require_context()
+                del fake.memory[self.pointer]
+
+        class Stream(object):
+            handle = 0
+
+            def __init__(self):
+                fake.require_context()
+
+            def synchronize(self):
+                fake.require_context()
+
+        def memcpy_htod(device, host, stream=None):
+            fake.require_context()
+            fake.memory[int(device)][:] = np.ascontiguousarray(host).view(np.uint8).ravel()
+
+        def memcpy_dtoh(host, device, stream=None):
+            fake.require_context()
+            host.view(np.uint8)[:] = fake.memory[int(device)]
+
+        driver.init = lambda: None
+        driver.Device = Device
+        driver.mem_alloc = Allocation
+        driver.pagelocked_empty = lambda count, dtype: np.empty(count, dtype=dtype)
+        driver.memcpy_htod = memcpy_htod
+        driver.memcpy_htod_async = memcpy_htod
+        driver.memcpy_dtoh_async = memcpy_dtoh
+        driver.Stream = Stream
+        pycuda = types.ModuleType("pycuda")
+        pycuda.driver = driver
+
+        # --- tensorrt --------------------------------------------------------
+        trt = types.ModuleType("tensorrt")
+        trt.__version__ = self.trt_version
+
+        class Logger(object):
+            WARNING = 2
+
+            def __init__(self, level):
+                self.level = level
+
+        class NetworkDefinitionCreationFlag(object):
+            EXPLICIT_BATCH = 0
+
+        class BuilderFlag(object):
+            INT8 = 1
+            FP16 = 0
+
+        if major >= 11:  # strongly typed networks only
+            del BuilderFlag.FP16
+            NetworkDefinitionCreationFlag.STRONGLY_TYPED = 1
+            del NetworkDefinitionCreationFlag.EXPLICIT_BATCH
+
+        class MemoryPoolType(object):
+            WORKSPACE = 0
+
+        class TensorIOMode(object):
+            INPUT, OUTPUT = 0, 1
+
+        class Network(object):
+            def __init__(self, flags):
+                self.flags = flags
+                self.onnx = None
+
+        class Config(object):
+            def __init__(self):
+                self.flags = set()
+                self.workspace = None
+                self.int8_calibrator = None
+
+            def set_flag(self, flag):
+                self.flags.add(flag)
+
+        if (major, minor) >= (8, 4):
+            Config.set_memory_pool_limit = lambda self, pool, size: setattr(self, "workspace", size)
+
+        class Builder(object):
+            def __init__(self, logger):
+                fake.require_context()
+                self.platform_has_fast_fp16 = fake.fast_fp16
+                self.platform_has_fast_int8 = fake.fast_int8
+
+            def create_network(self, flags):
+                return Network(flags)
+
+            def create_builder_config(self):
+                return Config()
+
+            def build_serialized_network(self, network, config):
+                fake.require_context()
+                workspace = config.workspace if config.workspace is not None else getattr(config, "max_workspace_size", None)
+                fake.builds.append((network.flags, set(config.flags), workspace))
+                if fake.fail_build:
+                    return None
+                return MAGIC + network.onnx
+
+        class ParserError(object):
+            def __init__(self, text):
+                self.text = text
+
+            def __str__(self):
+                return self.text
+
+        class OnnxParser(object):
+            def __init__(self, network, logger):
+                self.network = network
+                self.num_errors = 0
+
+            def parse(self, data):
+                if fake.parser_errors:
+                    self.num_errors = len(fake.parser_errors)
+                    return False
+                self.network.onnx = data
+                return True
+
+            def get_error(self, index):
+                return ParserError(fake.parser_errors[index])
+
+        class Engine(object):
+            def __init__(self, onnx_bytes):
+                import onnxruntime
+                self.session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+                self.io = [(i.name, tuple(i.shape), True) for i in self.session.get_inputs()]
+                outputs = self.session.run(None, {self.io[0][0]: np.zeros(self.io[0][1], np.float32)})
+                self.io += [(o.name, out.shape, False) for o, out in zip(self.session.get_outputs(), outputs)]
+
+            def create_execution_context(self):
+                fake.require_context()
+                return ExecutionContext(self)
+
+        if tensor_api:
+            Engine.num_io_tensors = property(lambda self: len(self.io))
+            Engine.get_tensor_name = lambda self, i: self.io[i][0]
+            Engine.get_tensor_shape = lambda self, name: dict((n, s) for n, s, _ in self.io)[name]
+            Engine.get_tensor_dtype = lambda self, name: "float32"
+            Engine.get_tensor_mode = lambda self, name: (
+                TensorIOMode.INPUT if dict((n, i) for n, _, i in self.io)[name] else TensorIOMode.OUTPUT)
+        else:
+            Engine.num_bindings = property(lambda self: len(self.io))
+            Engine.get_binding_name = lambda self, i: self.io[i][0]
+            Engine.get_binding_shape = lambda self, i: self.io[i][1]
+            Engine.get_binding_dtype = lambda self, i: "float32"
+            Engine.binding_is_input = lambda self, i: self.io[i][2]
+
+        class ExecutionContext(object):
+            def __init__(self, engine):
+                self.engine = engine
+                self.addresses = {}
+
+            def _execute(self, addresses):
+                fake.require_context()
+                if fake.fail_execute:
+                    return False
+                name, shape, _ = self.engine.io[0]
+                data = fake.memory[addresses[name]].view(np.float32).reshape(shape)
+                outputs = self.engine.session.run(None, {name: data})
+                for (out_name, _, _), value in zip(self.engine.io[1:], outputs):
+                    fake.memory[addresses[out_name]][:] = value.astype(np.float32).view(np.uint8).ravel()
+                return True
+
+            def set_tensor_address(self, name, pointer):
+                self.addresses[name] = pointer
+
+            def execute_async_v3(self, stream_handle):
+                return self._execute(self.addresses)
+
+            def execute_async_v2(self, bindings, stream_handle):
+                return self._execute(dict((n, p) for (n, _, _), p in zip(self.engine.io, bindings)))
+
+        if not tensor_api:
+            del ExecutionContext.set_tensor_address, ExecutionContext.execute_async_v3
+        if major >= 10:
+            del ExecutionContext.execute_async_v2
+
+        class Runtime(object):
+            def __init__(self, logger):
+                pass
+
+            def deserialize_cuda_engine(self, data):
+                fake.require_context()
+                data = bytes(data)
+                return Engine(data[len(MAGIC):]) if data.startswith(MAGIC) else None
+
+        class IInt8EntropyCalibrator2(object):
+            def __init__(self):
+                pass
+
+        trt.Logger, trt.Builder, trt.OnnxParser, trt.Runtime = Logger, Builder, OnnxParser, Runtime
+        trt.NetworkDefinitionCreationFlag, trt.BuilderFlag = NetworkDefinitionCreationFlag, BuilderFlag
+        trt.MemoryPoolType, trt.TensorIOMode = MemoryPoolType, TensorIOMode
+        trt.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
+        trt.nptype = lambda dtype: np.float32
+        return trt, pycuda, driver

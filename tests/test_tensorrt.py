@@ -1,0 +1,213 @@
+"""Our TensorRT engine's logic, tested without a GPU through stand-in modules
+(tests/fake_tensorrt.py): engine cache, atomic writes, rebuilds, errors and
+fallback, CUDA context discipline, and each TensorRT API generation.
+The real thing is checked by tests/test_tensorrt_gpu.py where a GPU exists."""
+import logging
+import os
+import threading
+
+import numpy as np
+import pytest
+
+import get_engine
+from fake_tensorrt import FakeCuda
+from get_engine import EngineError, TensorRTEngine, create_engine, engine_cache_key
+
+
+@pytest.fixture
+def blob():
+    return (np.random.RandomState(3).rand(1, 3, 416, 416) * 255).astype(np.float32)
+
+
+@pytest.fixture
+def small_model(tmp_path):
+    import onnx_models
+    return onnx_models.red_square(tmp_path / "red.onnx")
+
+
+def open_engine(fake, monkeypatch, model, folder, **options):
+    fake.install(monkeypatch)
+    return TensorRTEngine(model, str(folder), **options)
+
+
+def engine_files(folder):
+    return sorted(name for name in os.listdir(str(folder)) if name.endswith(".engine"))
+
+
+@pytest.mark.parametrize("version", ["8.2.1", "8.6.1", "10.3.0"])
+def test_build_run_and_reuse_the_cached_engine(version, monkeypatch, tmp_path, small_model, blob):
+    fake = FakeCuda(trt_version=version)
+    engine = open_engine(fake, monkeypatch, small_model, tmp_path)
+    expected = create_engine(small_model, "onnxruntime").infer(blob)
+    np.testing.assert_allclose(engine.infer(blob), expected, atol=1e-5)
+    assert engine.precision == "fp16" and "TensorRT {}".format(version) in engine.detail
+    [name] = engine_files(tmp_path)
+    assert name.startswith("red-fp16-")
+    engine.close()
+    again = open_engine(fake, monkeypatch, small_model, tmp_path)
+    assert len(fake.builds) == 1  # loaded from the cache, not rebuilt
+    np.testing.assert_allclose(again.infer(blob), expected, atol=1e-5)
+    assert fake.pushes == fake.pops and fake.stack() == []
+    network_flags, config_flags, workspace = fake.builds[0]
+    assert network_flags == (0 if version.startswith("10") else 1)  # explicit batch before TensorRT 10
+    assert workspace == 256 << 20
+
+
+def test_cache_key_changes_with_every_ingredient():
+    base = ("a" * 64, "8.2.1", "NVIDIA Tegra X1", "5.3", "fp16", (1, 3, 416, 416))
+    keys = {engine_cache_key(*base)}
+    variants = [("b" * 64,), (None, "8.2.3"), (None, None, "Orin"), (None, None, None, "8.7"),
+                (None, None, None, None, "fp32"), (None, None, None, None, None, (1, 3, 320, 320))]
+    for variant in variants:
+        changed = list(base)
+        for index, value in enumerate(variant):
+            if value is not None:
+                changed[index] = value
+        keys.add(engine_cache_key(*changed))
+    assert len(keys) == 1 + len(variants)
+
+
+def test_a_different_platform_gets_its_own_engine(monkeypatch, tmp_path, small_model):
+    open_engine(FakeCuda(gpu="Fake Nano"), monkeypatch, small_model, tmp_path).close()
+    open_engine(FakeCuda(gpu="Fake Orin", capability=(8, 7)), monkeypatch, small_model, tmp_path).close()
+    open_engine(FakeCuda(trt_version="8.6.2"), monkeypatch, small_model, tmp_path).close()
+    open_engine(FakeCuda(), monkeypatch, small_model, tmp_path, precision="fp32").close()
+    assert len(engine_files(tmp_path)) == 4
+
+
+def test_a_changed_model_gets_its_own_engine(monkeypatch, tmp_path, small_model):
+    import onnx_models
+    open_engine(FakeCuda(), monkeypatch, small_model, tmp_path).close()
+    other = onnx_models.red_square(tmp_path / "red.onnx", box_cells=(4.0, 4.0))  # same name, new bytes
+    open_engine(FakeCuda(), monkeypatch, other, tmp_path).close()
+    assert len(engine_files(tmp_path)) == 2
+
+
+def test_corrupt_cache_file_is_rebuilt_with_a_log_line(monkeypatch, tmp_path, small_model, blob, caplog):
+    fake = FakeCuda()
+    open_engine(fake, monkeypatch, small_model, tmp_path).close()
+    [name] = engine_files(tmp_path)
+    with open(str(tmp_path / name), "wb") as handle:
+        handle.write(b"\x00truncated")
+    with caplog.at_level(logging.WARNING, logger="streamdetect.engine"):
+        engine = open_engine(fake, monkeypatch, small_model, tmp_path)
+    assert "cannot be loaded" in caplog.text and "rebuilding" in caplog.text
+    assert len(fake.builds) == 2
+    assert engine.infer(blob).shape == (1, 125, 13, 13)
+    assert open(str(tmp_path / name), "rb").read().startswith(b"FAKE-TRT-ENGINE")
+
+
+def test_an_interrupted_write_leaves_no_engine_file(monkeypatch, tmp_path, small_model):
+    def power_cut(fd):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(get_engine.os, "fsync", power_cut)
+    with pytest.raises(OSError):
+        open_engine(FakeCuda(), monkeypatch, small_model, tmp_path)
+    assert os.listdir(str(tmp_path)) == ["red.onnx"]
+
+
+def test_build_failure_is_a_clear_error_when_tensorrt_was_asked_for(monkeypatch, tmp_path, small_model):
+    fake = FakeCuda()
+    fake.fail_build = True
+    fake.install(monkeypatch)
+    with pytest.raises(EngineError, match="could not build an engine.*--precision fp32"):
+        create_engine(small_model, "tensorrt", cache_folder=str(tmp_path))
+    assert engine_files(tmp_path) == []
+    assert fake.pushes == fake.pops
+
+
+def test_auto_falls_back_when_tensorrt_cannot_build(monkeypatch, tmp_path, small_model, caplog):
+    fake = FakeCuda()
+    fake.fail_build = True
+    fake.install(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="streamdetect.engine"):
+        engine = create_engine(small_model, "auto", cache_folder=str(tmp_path))
+    assert engine.name == "onnxruntime"
+    assert "tensorrt cannot run this model" in caplog.text and "trying the next" in caplog.text
+
+
+def test_auto_prefers_tensorrt_where_it_runs(monkeypatch, tmp_path, small_model, caplog):
+    FakeCuda().install(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="streamdetect.engine"):
+        engine = create_engine(small_model, "auto", cache_folder=str(tmp_path))
+    assert engine.name == "tensorrt"
+    assert "tensorrt: TensorRT 8.6.1 with Fake Nano (sm 5.3)" in caplog.text
+
+
+def test_parser_errors_are_listed(monkeypatch, tmp_path, small_model, caplog):
+    fake = FakeCuda()
+    fake.parser_errors = ["node 3 (Foo): unsupported operator", "node 7: bad shape"]
+    with caplog.at_level(logging.ERROR, logger="streamdetect.engine"):
+        with pytest.raises(EngineError) as error:
+            open_engine(fake, monkeypatch, small_model, tmp_path)
+    assert "2 error(s)" in str(error.value) and "unsupported operator" in str(error.value)
+    assert caplog.text.count("TensorRT ONNX parser:") == 2
+
+
+def test_inference_from_another_thread_pushes_and_pops_the_context(monkeypatch, tmp_path, small_model, blob):
+    fake = FakeCuda()
+    engine = open_engine(fake, monkeypatch, small_model, tmp_path)
+    results = []
+    worker = threading.Thread(target=lambda: results.append(engine.infer(blob)))
+    worker.start()
+    worker.join(30)
+    assert results and results[0].shape == (1, 125, 13, 13)
+    fake.fail_execute = True
+    with pytest.raises(RuntimeError, match="execution failed"):
+        engine.infer(blob)
+    assert fake.pushes == fake.pops and fake.stack() == []
+    engine.close()
+    assert fake.memory == {}  # device buffers freed
+
+
+def test_precision_choices(monkeypatch, tmp_path, small_model):
+    assert open_engine(FakeCuda(fast_fp16=False), monkeypatch, small_model, tmp_path).precision == "fp32"
+    with pytest.raises(EngineError, match="no fast FP16"):
+        open_engine(FakeCuda(fast_fp16=False), monkeypatch, small_model, tmp_path, precision="fp16")
+    with pytest.raises(EngineError, match="no fast INT8"):
+        open_engine(FakeCuda(), monkeypatch, small_model, tmp_path, precision="int8")
+    with pytest.raises(EngineError, match="--calibration-images"):
+        open_engine(FakeCuda(fast_int8=True), monkeypatch, small_model, tmp_path, precision="int8")
+    fake = FakeCuda()
+    open_engine(fake, monkeypatch, small_model, tmp_path, precision="fp16")
+    assert fake.builds[0][1] == {0}  # BuilderFlag.FP16
+
+
+def test_int8_calibrates_from_a_folder_of_images(monkeypatch, tmp_path, small_model):
+    import cv2
+    images = tmp_path / "calibration"
+    images.mkdir()
+    for index in range(3):
+        cv2.imwrite(str(images / "{}.png".format(index)), np.full((60, 80, 3), index * 60, np.uint8))
+    fake = FakeCuda(fast_int8=True)
+    engine = open_engine(fake, monkeypatch, small_model, tmp_path, precision="int8",
+                         calibration_images=str(images))
+    assert engine.precision == "int8" and fake.builds[0][1] == {1}  # BuilderFlag.INT8
+
+
+def test_tensorrt_11_fp16_needs_a_converted_model(monkeypatch, tmp_path, small_model):
+    monkeypatch.setitem(__import__("sys").modules, "onnxconverter_common", None)
+    with pytest.raises(EngineError, match="strongly typed.*onnxconverter-common"):
+        open_engine(FakeCuda(trt_version="11.0.0"), monkeypatch, small_model, tmp_path, precision="fp16")
+    assert open_engine(FakeCuda(trt_version="11.0.0"), monkeypatch, small_model, tmp_path).precision == "fp32"
+
+
+def test_missing_tensorrt_is_a_clear_error(monkeypatch, tmp_path, small_model):
+    monkeypatch.setitem(__import__("sys").modules, "tensorrt", None)
+    with pytest.raises(EngineError, match="TensorRT's Python bindings are not installed"):
+        create_engine(small_model, "tensorrt", cache_folder=str(tmp_path))
+
+
+def test_build_engine_and_compare_commands(monkeypatch, tmp_path, small_model, capsys):
+    import json
+    import app
+    FakeCuda().install(monkeypatch)
+    assert app.main(["build-engine", "--model", small_model]) == 0
+    path = capsys.readouterr().out.strip()
+    assert path.endswith(".engine") and os.path.isfile(path)
+    assert app.main(["compare", "--model", small_model, "--backends", "tensorrt,onnxruntime,opencv",
+                     "--frames", "2", "--repeat", "1", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [row["backend"] for row in report] == ["tensorrt", "onnxruntime", "opencv"]
+    assert all(row["same_detections"] for row in report)
+    assert all(row["max_abs_diff_vs_tensorrt"] < 1e-3 for row in report)
