@@ -22,7 +22,7 @@ import warnings
 import cv2
 import numpy as np
 
-from camera import Camera, SourceError, TooManyViewers, open_source, resolve_source
+from camera import Camera, SourceError, TooManyViewers, encode_opencv, open_source, resolve_source
 from get_engine import BACKENDS, PRECISIONS, EngineError, ModelError
 from yolo_tool import DEFAULT_MODEL, NAMED_MODELS, Detector, cache_dir, draw_detections, parse_anchors, \
     read_labels, resolve_model
@@ -159,8 +159,8 @@ def cmd_compare(args):
             raise ModelError("{} is not an image OpenCV can read".format(path))
         images.append((path, image))
     if not images:
-        from camera import TestSource
-        source = TestSource("test://")
+        from camera import SyntheticSource
+        source = SyntheticSource("test://")
         images = [("test://#{}".format(i), source.scene(1000.0 + i * 0.7)) for i in range(args.frames)]
     results = []
     for backend in backends:
@@ -292,11 +292,6 @@ def decode_upload(data, max_pixels):
     return frame
 
 
-def encode_jpeg(image, quality=90):
-    ok, buffer = cv2.imencode(".jpg", image, [int(cv2.IMWRITE_JPEG_QUALITY), quality])
-    return buffer.tobytes()
-
-
 def create_app(settings=None, start=False):
     """The Flask app. `settings` is the `serve` command's namespace (default:
     read from $STREAMDETECT_* variables, as under uWSGI); `start` builds the
@@ -413,7 +408,7 @@ def create_app(settings=None, start=False):
         frame, detections, record, camera = detect_upload()
         if request.args.get("annotate") in ("1", "true", "yes"):
             draw_detections(frame, detections, camera.detector.colors)
-            return Response(encode_jpeg(frame), mimetype="image/jpeg")
+            return Response(encode_opencv(frame, 90), mimetype="image/jpeg")
         return jsonify(record)
 
     @app.route("/upload", methods=["GET", "POST"])
@@ -426,7 +421,7 @@ def create_app(settings=None, start=False):
             return render_template("upload.html", token=request.args.get("token", ""),
                                    error=str(exc)), exc.status
         draw_detections(frame, detections, camera.detector.colors)
-        image = base64.b64encode(encode_jpeg(frame)).decode("ascii")
+        image = base64.b64encode(encode_opencv(frame, 90)).decode("ascii")
         return render_template("upload.html", token=request.args.get("token", ""), record=record,
                                result_json=json.dumps(record, indent=2), image=image)
 

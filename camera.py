@@ -1,10 +1,11 @@
 """Frame sources opened from a URI, and the `Camera`: one detection pipeline per
 source whose annotated JPEGs are broadcast to every viewer.
 
-The pipeline runs three threads so that capture, inference and drawing plus
-encoding overlap: capture keeps only the newest frame (older ones are dropped
-and counted), detection takes the newest, and the render stage draws, encodes
-once and publishes. Viewers only read the published frame; every wait has a
+The pipeline runs three threads so that only inference is ever in the way of
+inference: capture reads and pre-processes each frame and keeps only the
+newest (older ones are dropped and counted), detection runs the engine on the
+newest, and the render stage decodes the boxes, draws, encodes once and
+publishes. Viewers only read the published frame; every wait has a
 timeout, so a dead stage or source can never hang a viewer.
 """
 import collections
@@ -53,13 +54,13 @@ class FrameSource(object):
         """Release the device or stream."""
 
 
-class TestSource(FrameSource):
+class SyntheticSource(FrameSource):
     """A synthetic scene that always works: a red square and a green disc move
     over a gradient, with a clock. `die_after=N` makes it fail after N frames
     (each reopen starts the count again), to exercise reconnection."""
 
     def __init__(self, uri, width=640, height=480, fps=30.0, die_after=0):
-        super(TestSource, self).__init__(uri)
+        super(SyntheticSource, self).__init__(uri)
         self.width, self.height, self.fps = int(width), int(height), float(fps)
         self.die_after = int(die_after)
         ramp = np.linspace(40, 110, self.height, dtype=np.float32)[:, None]
@@ -225,7 +226,7 @@ def open_source(uri, width=640, height=480, fps=30.0, loop=False):
     size = (int(width), int(height))
     if uri.startswith("test://"):
         query = _query(uri)
-        return TestSource(uri, width=query.get("width", width), height=query.get("height", height),
+        return SyntheticSource(uri, width=query.get("width", width), height=query.get("height", height),
                           fps=query.get("fps", fps), die_after=query.get("die_after", 0))
     if uri.isdigit() or uri.startswith("/dev/video"):
         target = int(uri) if uri.isdigit() else uri
@@ -353,13 +354,15 @@ class Camera(object):
 
     RESTART_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 
-    def __init__(self, source, detector, jpeg_quality=80, idle_stop=0.0, max_viewers=0, encoder=None):
+    def __init__(self, source, detector, jpeg_quality=80, idle_stop=0.0, max_viewers=0, encoders=None):
         self.source = source
         self.detector = detector
         self.jpeg_quality = int(jpeg_quality)
         self.idle_stop = float(idle_stop or 0.0)
         self.max_viewers = int(max_viewers or 0)
-        self.encode = encoder or self._encode_opencv
+        self.encoders = encoders or jpeg_encoders()
+        self.encode = None  # the fastest of `encoders`, measured on the first frame
+        self.encoder_name = ""
         self.broadcast = Broadcast()
         self.state = "starting"
         self.last_error = ""
@@ -389,7 +392,7 @@ class Camera(object):
     # lifecycle
     def start(self):
         for target in (self._capture_loop, self._detect_loop, self._render_loop):
-            thread = threading.Thread(target=target, name="camera-" + target.__name__.strip("_"))
+            thread = threading.Thread(target=_named(target), name="camera-" + target.__name__.strip("_"))
             thread.daemon = True
             thread.start()
             self._threads.append(thread)
@@ -515,7 +518,7 @@ class Camera(object):
                         ended = True
                         break
                     failures = 0
-                    self._hand_to_detector(frame)
+                    self._hand_to_detector(frame, self.detector.prepare(frame))
             except Exception as exc:
                 log.warning("source %s failed while reading: %s", self.source.uri, exc)
                 ended = True
@@ -544,12 +547,12 @@ class Camera(object):
             log.info("state %s -> %s%s", self.state, state, ": " + error if error else "")
         self.state, self.last_error = state, error
 
-    def _hand_to_detector(self, frame):
+    def _hand_to_detector(self, frame, blob):
         now = time.time()
         with self._work:
             if self._captured is not None:
                 self.counters["frames_dropped"] += 1  # the detector never saw it: newest wins
-            self._captured = (frame, now)
+            self._captured = (frame, blob, now)
             self.counters["frames_captured"] += 1
             self.last_capture_at = now
             self._work.notify_all()
@@ -573,9 +576,9 @@ class Camera(object):
         finally:
             job["done"].set()
 
-    def _detect_frame(self, frame, captured_at):
+    def _detect_frame(self, frame, blob, captured_at):
         try:
-            detections, inference_ms = self.detector.detect(frame)
+            output, inference_ms = self.detector.run(blob)
         except Exception as exc:
             log.exception("inference failed")
             self._set_state("error", "inference failed: {}".format(exc))
@@ -585,7 +588,7 @@ class Camera(object):
         self.counters["frames_inferred"] += 1
         self.inference_ms = inference_ms if not self.inference_ms else 0.9 * self.inference_ms + 0.1 * inference_ms
         with self._detected:
-            self._to_render = (frame, detections, inference_ms, captured_at)
+            self._to_render = (frame, output, inference_ms, captured_at)
             self._detected.notify_all()
 
     def _render_loop(self):
@@ -595,11 +598,13 @@ class Camera(object):
                 item, self._to_render = self._to_render, None
             if item is None:
                 continue
-            frame, detections, inference_ms, captured_at = item
+            frame, output, inference_ms, captured_at = item
             try:
+                height, width = frame.shape[:2]
+                detections = self.detector.decode(output, (width, height))
                 self._publish_live(frame, detections, inference_ms, captured_at)
             except Exception:
-                log.exception("drawing or encoding failed; frame skipped")
+                log.exception("decoding, drawing or encoding failed; frame skipped")
 
     def _publish_live(self, frame, detections, inference_ms, captured_at):
         draw_detections(frame, detections, self.detector.colors)
@@ -612,6 +617,11 @@ class Camera(object):
         self.counters["frames_published"] += 1
 
     def _publish(self, image, detections, inference_ms, captured_at, status=None):
+        if self.encode is None:
+            self.encoder_name, self.encode, timings = fastest_encoder(self.encoders, image, self.jpeg_quality)
+            log.info("JPEG encoder: %s (%s at %dx%d)", self.encoder_name, ", ".join(
+                "{} {:.2f} ms".format(name, ms) for name, ms in sorted(timings.items())),
+                image.shape[1], image.shape[0])
         jpeg = self.encode(image, self.jpeg_quality)
         with self._lock:
             self._seq += 1
@@ -638,12 +648,54 @@ class Camera(object):
         draw_banner(image, text)
         self._publish(image, detections, 0.0, time.time(), status=status)
 
-    @staticmethod
-    def _encode_opencv(image, quality):
-        ok, buffer = cv2.imencode(".jpg", image, [int(cv2.IMWRITE_JPEG_QUALITY), quality])
-        if not ok:
-            raise RuntimeError("JPEG encoding failed")
-        return buffer.tobytes()
+
+def encode_opencv(image, quality):
+    ok, buffer = cv2.imencode(".jpg", image, [int(cv2.IMWRITE_JPEG_QUALITY), int(quality)])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return buffer.tobytes()
+
+
+def jpeg_encoders():
+    """JPEG encoders available here: OpenCV always, simplejpeg (libjpeg-turbo) when installed."""
+    encoders = {"opencv": encode_opencv}
+    try:
+        import simplejpeg
+    except ImportError:
+        return encoders
+
+    def encode_simplejpeg(image, quality):
+        return simplejpeg.encode_jpeg(np.ascontiguousarray(image), quality=int(quality), colorspace="BGR",
+                                      colorsubsampling="420")
+    encoders["simplejpeg"] = encode_simplejpeg
+    return encoders
+
+
+def fastest_encoder(encoders, image, quality, rounds=5):
+    """(name, encoder, {name: ms}) of the encoder fastest on `image`: the winner
+    differs between machines (OpenCV's bundled libjpeg, SIMD, ARM vs x86)."""
+    timings = {}
+    for name, encode in encoders.items():
+        encode(image, quality)
+        started = time.perf_counter()
+        for _ in range(rounds):
+            encode(image, quality)
+        timings[name] = (time.perf_counter() - started) / rounds * 1000.0
+    best = min(timings, key=timings.get)
+    return best, encoders[best], timings
+
+
+def _named(target):
+    """Run `target` in a thread that `top -H` and profilers show by its Python name."""
+    def run():
+        try:
+            import ctypes
+            name = threading.current_thread().name[:15].encode()
+            ctypes.CDLL("libc.so.6").prctl(15, ctypes.c_char_p(name), 0, 0, 0)  # PR_SET_NAME
+        except (OSError, AttributeError):
+            pass  # not Linux: names only matter for profiling
+        target()
+    return run
 
 
 def draw_overlay(frame, text):

@@ -253,12 +253,19 @@ class Detector(object):
                              "pass the model's --anchors".format(self.model_name, channels, anchors))
         return channels // anchors - 5
 
-    def infer(self, frame_bgr):
-        """Frame -> (raw model output, inference milliseconds)."""
-        blob = data_processing.preprocess(frame_bgr, (self.input_h, self.input_w), self.input_scale)
+    def prepare(self, frame_bgr):
+        """Frame -> the model's input blob."""
+        return data_processing.preprocess(frame_bgr, (self.input_h, self.input_w), self.input_scale)
+
+    def run(self, blob):
+        """Input blob -> (raw model output, inference milliseconds)."""
         started = time.perf_counter()
         output = self.engine.infer(blob)
         return output, (time.perf_counter() - started) * 1000.0
+
+    def infer(self, frame_bgr):
+        """Frame -> (raw model output, inference milliseconds)."""
+        return self.run(self.prepare(frame_bgr))
 
     def decode(self, output, image_size):
         """Raw model output -> detections in the pixels of an image of `image_size` (w, h)."""

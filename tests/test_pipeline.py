@@ -1,0 +1,114 @@
+"""The Camera pipeline in-process: sources, encoder choice, status frames, idle stop."""
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from camera import Camera, SourceError, SyntheticSource, fastest_encoder, jpeg_encoders, open_source
+from yolo_tool import Detector
+
+
+def test_fastest_encoder_is_measured_not_assumed():
+    image = SyntheticSource("test://").scene(1000.0)
+
+    def slow(img, quality):
+        time.sleep(0.002)
+        return b"slow"
+    name, encode, timings = fastest_encoder({"slow": slow, **jpeg_encoders()}, image, 80)
+    assert name != "slow" and timings["slow"] > min(timings.values())
+    assert cv2.imdecode(np.frombuffer(encode(image, 80), np.uint8), cv2.IMREAD_COLOR).shape == image.shape
+
+
+def test_every_encoder_makes_a_valid_jpeg():
+    image = SyntheticSource("test://", width=320, height=240).scene(1000.0)
+    for name, encode in jpeg_encoders().items():
+        decoded = cv2.imdecode(np.frombuffer(encode(image, 85), np.uint8), cv2.IMREAD_COLOR)
+        assert decoded.shape == image.shape, name
+        assert np.abs(decoded.astype(int) - image.astype(int)).mean() < 4, name
+
+
+def test_red_square_model_finds_the_test_square(red_square_model):
+    detector = Detector(red_square_model, backend="onnxruntime")
+    source = SyntheticSource("test://")
+    for t in (1000.0, 1003.3, 1007.9):
+        frame = source.scene(t)
+        x1, y1, x2, y2 = source.square_box(t)
+        detections, _ = detector.detect(frame)
+        best = max(detections, key=lambda d: d.score)
+        cx, cy = (best.box[0] + best.box[2]) / 2, (best.box[1] + best.box[3]) / 2
+        assert x1 <= cx <= x2 and y1 <= cy <= y2
+
+
+def test_unknown_source_is_a_clear_error():
+    with pytest.raises(SourceError, match="not a camera"):
+        open_source("/no/such/video.mp4")
+
+
+def test_video_file_source_plays_and_ends(tmp_path):
+    path = str(tmp_path / "clip.avi")
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 50, (160, 120))
+    for index in range(10):
+        writer.write(np.full((120, 160, 3), index * 20, np.uint8))
+    writer.release()
+    source = open_source(path)
+    source.open()
+    frames = [source.read() for _ in range(11)]
+    source.close()
+    assert all(f is not None and f.shape == (120, 160, 3) for f in frames[:10]) and frames[10] is None
+    looped = open_source(path, loop=True)
+    looped.open()
+    assert all(looped.read() is not None for _ in range(25))
+    looped.close()
+
+
+def test_image_folder_source_cycles(tmp_path):
+    for index in range(2):
+        cv2.imwrite(str(tmp_path / "{}.png".format(index)), np.full((40, 50, 3), index * 100, np.uint8))
+    (tmp_path / "notes.txt").write_text("skip me")
+    source = open_source(str(tmp_path), fps=100)
+    source.open()
+    values = [int(source.read()[0, 0, 0]) for _ in range(4)]
+    assert values == [0, 100, 0, 100]
+
+
+def wait_until(predicate, seconds):
+    deadline = time.time() + seconds
+    while not predicate() and time.time() < deadline:
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_idle_stop_pauses_and_a_viewer_resumes(red_square_model):
+    detector = Detector(red_square_model, backend="onnxruntime")
+    camera = Camera(open_source("test://?fps=30"), detector, idle_stop=0.5).start()
+    try:
+        assert wait_until(lambda: camera.stats()["state"] == "idle", 5)
+        paused_at = camera.stats()["frames_inferred"]
+        time.sleep(0.5)
+        assert camera.stats()["frames_inferred"] == paused_at and camera.healthy()
+        release = camera.join_viewer()
+        assert wait_until(lambda: camera.stats()["frames_inferred"] > paused_at + 5, 5)
+        release()
+        release()  # a second release is harmless
+        assert camera.stats()["viewers"] == 0
+    finally:
+        camera.stop()
+
+
+def test_viewers_get_a_status_frame_when_the_source_dies(red_square_model):
+    detector = Detector(red_square_model, backend="onnxruntime")
+    camera = Camera(open_source("test://?fps=30&die_after=10"), detector).start()
+    try:
+        statuses = set()
+        seq = 0
+        deadline = time.time() + 5
+        while time.time() < deadline and "reconnecting" not in statuses:
+            frame = camera.wait_frame(seq, 1.0)
+            if frame is not None:
+                seq = frame.seq
+                statuses.add(frame.status)
+        assert "reconnecting" in statuses and None in statuses
+    finally:
+        camera.stop()
+    assert camera.latest_frame().status == "stopped"
