@@ -476,6 +476,9 @@ def prometheus_text(camera):
                 yield CounterMetricFamily("streamdetect_" + name, name.replace("_", " "), value=stats[name])
             for name, help_text in (("fps", "frames per second delivered to viewers"),
                                     ("inference_ms", "inference time, moving average, milliseconds"),
+                                    ("wait_ms", "capture to start of inference, moving average, milliseconds"),
+                                    ("render_ms", "decoding, drawing and encoding, moving average, milliseconds"),
+                                    ("latency_ms", "capture to publication, moving average, milliseconds"),
                                     ("viewers", "viewers connected to /video_feed"),
                                     ("uptime", "seconds since the pipeline started")):
                 yield GaugeMetricFamily("streamdetect_" + name, help_text, value=stats[name])

@@ -369,7 +369,8 @@ class Camera(object):
         self.started_at = time.time()
         self.counters = {"frames_captured": 0, "frames_inferred": 0, "frames_dropped": 0,
                          "frames_published": 0, "reconnects": 0}
-        self.inference_ms = 0.0
+        # moving averages, milliseconds: where a frame's time goes between capture and viewers
+        self.timings = {"inference_ms": 0.0, "wait_ms": 0.0, "render_ms": 0.0, "latency_ms": 0.0}
         self.viewers = 0
         self.last_activity = time.time()
         self.last_capture_at = 0.0
@@ -467,7 +468,10 @@ class Camera(object):
             "source": self.source.uri,
             "last_error": self.last_error,
             "fps": round(self._rate.rate(now), 2),
-            "inference_ms": round(self.inference_ms, 2),
+            "inference_ms": round(self.timings["inference_ms"], 2),
+            "wait_ms": round(self.timings["wait_ms"], 2),
+            "render_ms": round(self.timings["render_ms"], 2),
+            "latency_ms": round(self.timings["latency_ms"], 2),
             "viewers": self.viewers,
             "backend": self.detector.backend,
             "model": self.detector.model_name,
@@ -518,7 +522,8 @@ class Camera(object):
                         ended = True
                         break
                     failures = 0
-                    self._hand_to_detector(frame, self.detector.prepare(frame))
+                    captured_at = time.time()
+                    self._hand_to_detector(frame, self.detector.prepare(frame), captured_at)
             except Exception as exc:
                 log.warning("source %s failed while reading: %s", self.source.uri, exc)
                 ended = True
@@ -547,14 +552,13 @@ class Camera(object):
             log.info("state %s -> %s%s", self.state, state, ": " + error if error else "")
         self.state, self.last_error = state, error
 
-    def _hand_to_detector(self, frame, blob):
-        now = time.time()
+    def _hand_to_detector(self, frame, blob, captured_at):
         with self._work:
             if self._captured is not None:
                 self.counters["frames_dropped"] += 1  # the detector never saw it: newest wins
-            self._captured = (frame, blob, now)
+            self._captured = (frame, blob, captured_at)
             self.counters["frames_captured"] += 1
-            self.last_capture_at = now
+            self.last_capture_at = captured_at
             self._work.notify_all()
 
     def _detect_loop(self):
@@ -576,7 +580,12 @@ class Camera(object):
         finally:
             job["done"].set()
 
+    def _average(self, name, value):
+        previous = self.timings[name]
+        self.timings[name] = value if not previous else 0.9 * previous + 0.1 * value
+
     def _detect_frame(self, frame, blob, captured_at):
+        self._average("wait_ms", (time.time() - captured_at) * 1000.0)
         try:
             output, inference_ms = self.detector.run(blob)
         except Exception as exc:
@@ -586,7 +595,7 @@ class Camera(object):
             self._stop.wait(1.0)
             return
         self.counters["frames_inferred"] += 1
-        self.inference_ms = inference_ms if not self.inference_ms else 0.9 * self.inference_ms + 0.1 * inference_ms
+        self._average("inference_ms", inference_ms)
         with self._detected:
             self._to_render = (frame, output, inference_ms, captured_at)
             self._detected.notify_all()
@@ -599,10 +608,13 @@ class Camera(object):
             if item is None:
                 continue
             frame, output, inference_ms, captured_at = item
+            started = time.time()
             try:
                 height, width = frame.shape[:2]
                 detections = self.detector.decode(output, (width, height))
-                self._publish_live(frame, detections, inference_ms, captured_at)
+                published = self._publish_live(frame, detections, inference_ms, captured_at)
+                self._average("render_ms", (published.published_at - started) * 1000.0)
+                self._average("latency_ms", (published.published_at - captured_at) * 1000.0)
             except Exception:
                 log.exception("decoding, drawing or encoding failed; frame skipped")
 
@@ -612,9 +624,10 @@ class Camera(object):
         self._rate.tick(now)
         height, width = frame.shape[:2]
         draw_overlay(frame, "FPS {:.1f}  {}x{}  inference {:.1f} ms".format(
-            self._rate.rate(now), width, height, self.inference_ms))
+            self._rate.rate(now), width, height, self.timings["inference_ms"]))
         self.last_live_frame = self._publish(frame, detections, inference_ms, captured_at)
         self.counters["frames_published"] += 1
+        return self.last_live_frame
 
     def _publish(self, image, detections, inference_ms, captured_at, status=None):
         if self.encode is None:

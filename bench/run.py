@@ -23,7 +23,10 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import data_processing  # noqa: E402
 import onnx_models  # noqa: E402
+from camera import SyntheticSource, jpeg_encoders  # noqa: E402
+from clients import cpu_seconds, descendants, process_usage, watch_many  # noqa: E402
 from get_engine import create_engine  # noqa: E402
+from streaming import Server, free_port  # noqa: E402
 from yolo_tool import VOC_ANCHORS  # noqa: E402
 
 README = os.path.join(ROOT, "README.md")
@@ -65,7 +68,7 @@ def bench_inference(results, model_path, seconds):
         engine = create_engine(model_path, backend)
         per_call = time_per_call(lambda: engine.infer(blob), seconds)
         fps[backend] = 1.0 / per_call
-        results.add("bare inference, {} ({})".format(backend, engine.detail),
+        results.add("(1) bare inference, {} ({})".format(backend, engine.detail),
                     "{:.1f} ms = {:.1f} FPS".format(per_call * 1000, fps[backend]))
         engine.close()
     return fps
@@ -76,11 +79,139 @@ def bench_postprocess(results, model_path, seconds):
     frame_blob = (np.random.RandomState(1).rand(1, 3, 416, 416) * 255).astype(np.float32)
     grid = engine.infer(frame_blob)
     per_call = time_per_call(lambda: data_processing.postprocess(grid, VOC_ANCHORS, (640, 480)), seconds)
-    results.add("post-processing per frame (decode + NMS, conf 0.5)", "{:.3f} ms".format(per_call * 1000),
+    results.add("(5) post-processing per frame (decode + NMS, conf 0.5)", "{:.3f} ms".format(per_call * 1000),
                 "<= 0.3 ms", per_call * 1000 <= 0.3)
     frame = np.random.RandomState(2).randint(0, 255, (480, 640, 3), dtype=np.uint8)
     per_call = time_per_call(lambda: data_processing.preprocess(frame, (416, 416)), seconds)
     results.add("pre-processing per 640x480 frame", "{:.3f} ms".format(per_call * 1000))
+
+
+def bench_encoders(results, seconds):
+    for width, height in ((640, 480), (1280, 720), (1920, 1080)):
+        image = SyntheticSource("test://", width=width, height=height).scene(1000.0)
+        figures = []
+        for name, encode in sorted(jpeg_encoders().items()):
+            per_call = time_per_call(lambda: encode(image, 80), seconds / 3.0)
+            figures.append("{} {:.2f} ms".format(name, per_call * 1000))
+        results.add("JPEG encode {}x{} (quality 80)".format(width, height), ", ".join(figures),
+                    "fastest is used")
+
+
+def bench_stream(results, model_path, bare_fps, seconds):
+    """(2) one viewer on the development server; (4) capture-to-receipt latency."""
+    ratio = None
+    for source_fps in (30, 60):
+        with Server("serve", "--source", "test://?fps={}".format(source_fps), "--model", model_path,
+                    "--backend", "onnxruntime", "--log-level", "WARNING") as server:
+            rates, latencies = watch_many(server.port, 1, seconds)
+            stats = server.stats()
+            inference_ms = stats["inference_ms"]
+        if source_fps == 30:
+            ratio = rates[0] / bare_fps
+            results.add("(2) stream FPS, 1 viewer, test:// 640x480 @30 / bare", "{:.1f} / {:.1f} = {:.2f}".format(
+                rates[0], bare_fps, ratio), ">= 0.95", ratio >= 0.95)
+        p50, p95 = np.percentile(np.array(latencies) * 1000, [50, 95])
+        results.add("(4) latency @{} FPS source: p50, p95 (inference {:.1f} ms)".format(source_fps, inference_ms),
+                    "{:.1f}, {:.1f} ms = {:.2f} x inf".format(p50, p95, p95 / inference_ms),
+                    "p95 <= 1.5 x inference", p95 <= 1.5 * inference_ms)
+        results.add("(4) where it goes @{} FPS: wait for the detector, inference, render".format(source_fps),
+                    "{:.1f} + {:.1f} + {:.1f} ms".format(stats["wait_ms"], stats["inference_ms"], stats["render_ms"]))
+    return ratio
+
+
+def uwsgi_worker(pids):
+    """The uWSGI worker: a uwsgi process whose parent is uwsgi too."""
+    def command(pid):
+        with open("/proc/{}/cmdline".format(pid), "rb") as handle:
+            return handle.read()
+    for pid in pids:
+        with open("/proc/{}/stat".format(pid)) as handle:
+            parent = int(handle.read().rsplit(")", 1)[1].split()[1])
+        if b"uwsgi" in command(pid) and parent in pids and b"uwsgi" in command(parent):
+            return pid
+    raise RuntimeError("no uWSGI worker among {}".format(pids))
+
+
+def bench_production(results, model_path, seconds, churn_seconds):
+    """(3) per-viewer FPS with 20 and 50 viewers through nginx + uWSGI; (6) memory under churn."""
+    with Server("serve", "--production", "--source", "test://?fps=30", "--model", model_path,
+                "--backend", "onnxruntime", "--stats-port", str(free_port()), "--per-client-limit", "256",
+                "--max-viewers", "100", "--log-level", "WARNING") as stack:
+        pids = [pid for pid in descendants(stack.process.pid) if pid != stack.process.pid]
+        per_viewer = {}
+        for count in (1, 20, 50):
+            per_viewer[count], _ = watch_many(stack.port, count, seconds)
+        single = per_viewer[1][0]
+        for count in (20, 50):
+            ratio = float(np.mean(per_viewer[count])) / single
+            results.add("(3) per-viewer FPS, {} viewers via nginx / 1 viewer".format(count),
+                        "{:.1f} / {:.1f} = {:.2f} (min {:.2f})".format(np.mean(per_viewer[count]), single, ratio,
+                                                                    min(per_viewer[count]) / single),
+                        ">= 0.95", ratio >= 0.95)
+        bench_memory(results, stack, uwsgi_worker(pids), churn_seconds)
+
+
+def bench_viewer_cost(results, seconds):
+    """(3) CPU that one more viewer costs nginx + uWSGI, measured with a model so small
+    that the CPU is not saturated (with the real one, inference takes what is left)."""
+    with tempfile.TemporaryDirectory() as workdir:
+        model_path = onnx_models.red_square(os.path.join(workdir, "red_square.onnx"))
+        with Server("serve", "--production", "--source", "test://?fps=30", "--model", model_path,
+                    "--stats-port", str(free_port()), "--per-client-limit", "256", "--max-viewers", "100",
+                    "--log-level", "WARNING") as stack:
+            pids = [pid for pid in descendants(stack.process.pid) if pid != stack.process.pid]
+            cpu = {}
+            for count in (1, 50):
+                before, started = cpu_seconds(pids), time.time()
+                watch_many(stack.port, count, seconds)
+                cpu[count] = (cpu_seconds(pids) - before) / (time.time() - started)
+    results.add("(3) server CPU per extra viewer at 30 FPS (nginx + uWSGI, 50 vs 1)",
+                "{:.2f} % of a core".format((cpu[50] - cpu[1]) / 49 * 100))
+
+
+def bench_memory(results, stack, worker, churn_seconds):
+    """(6) RSS, threads and descriptors of the uWSGI worker while viewers come and go."""
+    import random
+    import socket
+    rng = random.Random(0)
+    open_viewers = []
+    started = time.time()
+    early = None
+    checkpoint = started + min(60.0, churn_seconds / 6.0)
+    while time.time() - started < churn_seconds:
+        now = time.time()
+        while len(open_viewers) < 10:
+            sock = socket.create_connection(("127.0.0.1", stack.port))
+            sock.sendall(b"GET /video_feed HTTP/1.0\r\nHost: x\r\n\r\n")
+            sock.setblocking(False)
+            open_viewers.append((sock, now + rng.uniform(0.5, 5.0)))
+        for sock, _ in open_viewers:
+            try:
+                while sock.recv(1 << 18):
+                    pass
+            except (BlockingIOError, ConnectionError):
+                pass
+        for sock, close_at in [v for v in open_viewers if v[1] <= now]:
+            sock.close()
+        open_viewers = [v for v in open_viewers if v[1] > now]
+        if early is None and now >= checkpoint:
+            early = process_usage(worker)
+        time.sleep(0.05)
+    for sock, _ in open_viewers:
+        sock.close()
+    deadline = time.time() + 5
+    while stack.stats()["viewers"] and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)
+    late = process_usage(worker)
+    growth = (late[0] - early[0]) / float(early[0])
+    minutes = (checkpoint - started) / 60.0, churn_seconds / 60.0
+    results.add("(6) worker RSS after {:.1f} vs {:.1f} min of churn".format(*minutes),
+                "{:.1f} -> {:.1f} MB ({:+.1f} %)".format(early[0] / 1e6, late[0] / 1e6, growth * 100),
+                "growth < 5 %", growth < 0.05)
+    results.add("(6) worker threads, open descriptors (same times)",
+                "{} -> {}, {} -> {}".format(early[1], late[1], early[2], late[2]), "no growth",
+                late[1] <= early[1] and late[2] <= early[2])
 
 
 def main(argv=None):
@@ -89,11 +220,17 @@ def main(argv=None):
                         help="a few seconds per benchmark, to check they run; README untouched")
     args = parser.parse_args(argv)
     seconds = 0.3 if args.quick else 5.0
+    stream_seconds = 2.0 if args.quick else 20.0
+    churn_seconds = 12.0 if args.quick else 600.0
     results = Results()
     with tempfile.TemporaryDirectory() as workdir:
         model_path = onnx_models.tiny_yolov2(os.path.join(workdir, "tiny_yolov2.onnx"))
-        bench_inference(results, model_path, seconds)
+        bare_fps = bench_inference(results, model_path, seconds)
         bench_postprocess(results, model_path, seconds)
+        bench_encoders(results, seconds)
+        bench_stream(results, model_path, bare_fps["onnxruntime"], stream_seconds)
+        bench_production(results, model_path, stream_seconds, churn_seconds)
+        bench_viewer_cost(results, stream_seconds)
     if not args.quick:
         header = "Measured {} on {} ({} cores, Python {}).".format(
             time.strftime("%Y-%m-%d"), platform.machine(), os.cpu_count(), platform.python_version())
