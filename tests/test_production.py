@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from streaming import Server, Viewer, free_port, get, get_json, watch
+from streaming import Server, Viewer, free_port, get, get_json, wait_for_viewers, watch
 
 pytestmark = pytest.mark.skipif(not (shutil.which("uwsgi") and (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"))),
                                 reason="needs uwsgi (pip) and nginx (apt-get install nginx)")
@@ -24,13 +24,6 @@ def production(model, *extra):
 def stack(red_square_model):
     with production(red_square_model, "--max-upload-mb", "1") as running:
         yield running
-
-
-def wait_for_viewers(server, count, seconds):
-    deadline = time.time() + seconds
-    while server.stats()["viewers"] != count and time.time() < deadline:
-        time.sleep(0.05)
-    return server.stats()["viewers"]
 
 
 def test_twenty_viewers_get_what_one_viewer_gets(stack):
@@ -153,6 +146,7 @@ def test_sigterm_stops_the_stack_quickly_and_completely(red_square_model):
         time.sleep(0.3)
         assert elapsed < 5.0
         assert server.process.returncode == 0
+        assert "Segmentation Fault" not in server.log() and "backtrace" not in server.log()
         assert [pid for pid in children if os.path.exists("/proc/{}".format(pid))
                 and open("/proc/{}/stat".format(pid)).read().split()[2] != "Z"] == []
         viewer.close()
