@@ -5,6 +5,7 @@ and the WSGI callable `app` that uWSGI serves.
 """
 import argparse
 import atexit
+import base64
 import hmac
 import io
 import json
@@ -56,13 +57,13 @@ def add_model_options(parser):
     group.add_argument("--precision", choices=PRECISIONS, default=env("PRECISION", "auto"),
                        help="TensorRT precision; auto = fp16 where the GPU has fast FP16, else fp32 "
                             "(default %(default)s)")
-    group.add_argument("--workspace-mb", type=int, default=int(env("WORKSPACE_MB", 256)),
+    group.add_argument("--workspace-mb", type=int, default=env("WORKSPACE_MB", 256),
                        help="TensorRT builder workspace in MB (default %(default)s)")
     group.add_argument("--calibration-images", default=env("CALIBRATION_IMAGES", None), metavar="DIR",
                        help="TensorRT --precision int8: folder of typical images to calibrate with")
-    group.add_argument("--conf", type=float, default=float(env("CONF", 0.5)),
+    group.add_argument("--conf", type=float, default=env("CONF", 0.5),
                        help="confidence threshold, 0-1 (default %(default)s)")
-    group.add_argument("--iou", type=float, default=float(env("IOU", 0.45)),
+    group.add_argument("--iou", type=float, default=env("IOU", 0.45),
                        help="per-class NMS IoU threshold, 0-1 (default %(default)s)")
 
 
@@ -194,6 +195,7 @@ def cmd_compare(args):
                 "yes" if row["same_detections"] else "NO", row["detail"]))
     return 0 if all(row["same_detections"] for row in report) else 1
 
+
 # --- web ---------------------------------------------------------------------
 
 class HttpError(Exception):
@@ -298,7 +300,6 @@ def create_app(settings=None, start=False):
     pipeline now instead of at the first request."""
     from flask import Flask, Response, jsonify, render_template, request
     from werkzeug.exceptions import HTTPException
-    import base64
 
     settings = settings or settings_from_env()
     app = Flask(__name__)
@@ -552,13 +553,12 @@ def nginx_conf_dir(nginx):
 def settings_environment(args):
     """The serve settings as $STREAMDETECT_* variables, for the app under uWSGI."""
     environment = {}
-    for action in build_parser()._subparsers._group_actions[0].choices["serve"]._actions:
-        value = getattr(args, action.dest, None)
-        if action.dest in ("help", "production") or value is None or not action.option_strings:
+    for name, value in vars(args).items():
+        if name in ("command", "handler", "production") or value is None:
             continue
         if isinstance(value, bool):
             value = "1" if value else ""
-        environment["STREAMDETECT_" + action.dest.upper()] = str(value)
+        environment["STREAMDETECT_" + name.upper()] = str(value)
     return environment
 
 
@@ -693,44 +693,44 @@ COMMANDS = ("serve", "detect", "fetch-model", "build-engine", "check", "compare"
 def add_serve_options(parser):
     group = parser.add_argument_group("server (each also read from $STREAMDETECT_<OPTION>)")
     group.add_argument("--host", default=env("HOST", "0.0.0.0"), help="address to listen on (default %(default)s)")
-    group.add_argument("--port", type=int, default=int(env("PORT", 8080)), help="default %(default)s")
+    group.add_argument("--port", type=int, default=env("PORT", 8080), help="default %(default)s")
     group.add_argument("--source", default=env("SOURCE", "auto"),
                        help="0 or /dev/videoN (USB camera), csi://0 (Jetson CSI camera), rtsp://... or "
                             "http://... (network stream), a video file, a folder of images, or test:// "
                             "(synthetic scene). auto: the first USB camera, else test:// "
                             "(default %(default)s)")
-    group.add_argument("--width", type=int, default=int(env("WIDTH", 640)),
+    group.add_argument("--width", type=int, default=env("WIDTH", 640),
                        help="capture width asked of cameras (default %(default)s)")
-    group.add_argument("--height", type=int, default=int(env("HEIGHT", 480)),
+    group.add_argument("--height", type=int, default=env("HEIGHT", 480),
                        help="capture height asked of cameras (default %(default)s)")
-    group.add_argument("--fps", type=float, default=float(env("FPS", 30)),
+    group.add_argument("--fps", type=float, default=env("FPS", 30),
                        help="capture rate asked of cameras and test:// (default %(default)s)")
     group.add_argument("--loop", action="store_true", default=env("LOOP", "") not in ("", "0", "false"),
                        help="play a video file again when it ends")
-    group.add_argument("--jpeg-quality", type=int, default=int(env("JPEG_QUALITY", 80)),
+    group.add_argument("--jpeg-quality", type=int, default=env("JPEG_QUALITY", 80),
                        help="stream JPEG quality 1-100 (default %(default)s)")
-    group.add_argument("--max-viewers", type=int, default=int(env("MAX_VIEWERS", 100)),
+    group.add_argument("--max-viewers", type=int, default=env("MAX_VIEWERS", 100),
                        help="refuse stream viewers beyond this many with 503; 0 = no limit "
                             "(default %(default)s)")
-    group.add_argument("--idle-stop", type=float, default=float(env("IDLE_STOP", 0)), metavar="SECONDS",
+    group.add_argument("--idle-stop", type=float, default=env("IDLE_STOP", 0), metavar="SECONDS",
                        help="pause capture and inference after this long without viewers; 0 = never "
                             "(default %(default)s)")
-    group.add_argument("--max-upload-mb", type=float, default=float(env("MAX_UPLOAD_MB", 10)),
+    group.add_argument("--max-upload-mb", type=float, default=env("MAX_UPLOAD_MB", 10),
                        help="largest /api/detect upload in MB (default %(default)s)")
     group.add_argument("--production", action="store_true",
                        help="serve through uWSGI behind nginx (both started here, stopped on SIGTERM "
                             "or Ctrl-C) instead of the development server")
-    group.add_argument("--per-client-limit", type=int, default=int(env("PER_CLIENT_LIMIT", 32)),
+    group.add_argument("--per-client-limit", type=int, default=env("PER_CLIENT_LIMIT", 32),
                        help="--production: nginx's limit of connections per client address "
                             "(default %(default)s)")
-    group.add_argument("--stats-port", type=int, default=int(env("STATS_PORT", 9191)),
+    group.add_argument("--stats-port", type=int, default=env("STATS_PORT", 9191),
                        help="--production: uWSGI stats server port on 127.0.0.1 (default %(default)s)")
     group.add_argument("--tls-cert", default=env("TLS_CERT", None),
                        help="--production: certificate file; adds an HTTPS + HTTP/2 listener")
     group.add_argument("--tls-key", default=env("TLS_KEY", None), help="--production: its key file")
-    group.add_argument("--tls-port", type=int, default=int(env("TLS_PORT", 8443)),
+    group.add_argument("--tls-port", type=int, default=env("TLS_PORT", 8443),
                        help="--production: HTTPS port (default %(default)s)")
-    group.add_argument("--max-upload-pixels", type=int, default=int(env("MAX_UPLOAD_PIXELS", 40000000)),
+    group.add_argument("--max-upload-pixels", type=int, default=env("MAX_UPLOAD_PIXELS", 40000000),
                        help="largest /api/detect image in pixels (default %(default)s)")
 
 

@@ -361,7 +361,7 @@ class Camera(object):
         self.idle_stop = float(idle_stop or 0.0)
         self.max_viewers = int(max_viewers or 0)
         self.encoders = encoders or jpeg_encoders()
-        self.encode = None  # the fastest of `encoders`, measured on the first frame
+        self.encode = None  # the fastest of `encoders`, measured on the first live frame
         self.encoder_name = ""
         self.broadcast = Broadcast()
         self.state = "starting"
@@ -412,6 +412,8 @@ class Camera(object):
             thread.join(max(0.0, deadline - time.time()))
         self.state = "stopped"
         self._publish_status("stopped")
+        if not any(thread.is_alive() for thread in self._threads):
+            self.detector.close()  # only once no stage can still be using the engine
 
     # viewers
     def join_viewer(self):
@@ -533,8 +535,7 @@ class Camera(object):
                 if not self.source.live:
                     self._set_state("ended", "{} has ended; use --loop to repeat it".format(self.source.uri))
                     self._publish_status("ended")
-                    self._stop.wait()
-                    return
+                    return  # viewers keep the last picture, marked ENDED
                 failures += 1
                 self._source_down("{} stopped delivering frames".format(self.source.uri), failures)
 
@@ -630,12 +631,12 @@ class Camera(object):
         return self.last_live_frame
 
     def _publish(self, image, detections, inference_ms, captured_at, status=None):
-        if self.encode is None:
+        if self.encode is None and status is None:
             self.encoder_name, self.encode, timings = fastest_encoder(self.encoders, image, self.jpeg_quality)
             log.info("JPEG encoder: %s (%s at %dx%d)", self.encoder_name, ", ".join(
                 "{} {:.2f} ms".format(name, ms) for name, ms in sorted(timings.items())),
                 image.shape[1], image.shape[0])
-        jpeg = self.encode(image, self.jpeg_quality)
+        jpeg = (self.encode or encode_opencv)(image, self.jpeg_quality)
         with self._lock:
             self._seq += 1
             seq = self._seq

@@ -79,23 +79,31 @@ class Engine(object):
         return "{}({})".format(self.name, self.detail)
 
 
+def onnxruntime_providers(available, cache_folder=None):
+    """ONNX Runtime's providers in order of preference: TensorRT (with its engines
+    cached beside ours) and CUDA where this build has them, then the CPU."""
+    providers = []
+    if "TensorrtExecutionProvider" in available and cache_folder:
+        providers.append(("TensorrtExecutionProvider", {"trt_engine_cache_enable": True,
+                                                        "trt_engine_cache_path": cache_folder,
+                                                        "trt_fp16_enable": True}))
+    providers += [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    return providers
+
+
 class OnnxRuntimeEngine(Engine):
     name = "onnxruntime"
-    preferred_providers = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
-    def __init__(self, model_path, threads=0):
+    def __init__(self, model_path, cache_folder=None):
         super(OnnxRuntimeEngine, self).__init__(model_path)
         try:
             import onnxruntime
         except ImportError:
             raise EngineError("onnxruntime is not installed; pip install onnxruntime, "
                               "or use --backend opencv")
-        available = onnxruntime.get_available_providers()
-        providers = [p for p in self.preferred_providers if p in available]
+        providers = onnxruntime_providers(onnxruntime.get_available_providers(), cache_folder)
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if threads:
-            options.intra_op_num_threads = threads
         # Spinning idle worker threads would take the CPU that capture, drawing and
         # encoding need between inferences.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -442,6 +450,8 @@ def _open(backend, model_path, options):
         if not options.get("cache_folder"):
             raise EngineError("the TensorRT backend needs a folder for its engine cache")
         engine = TensorRTEngine(model_path, **{k: v for k, v in options.items() if k in TENSORRT_OPTIONS})
+    elif backend == "onnxruntime":
+        engine = OnnxRuntimeEngine(model_path, cache_folder=options.get("cache_folder"))
     else:
         engine = ENGINES[backend](model_path)
     log.info("loaded %s on %r in %.1f s", model_path, engine, time.time() - started)

@@ -136,3 +136,18 @@ def process_usage(pid):
     threads = int(status["Threads"])
     descriptors = len(os.listdir("/proc/{}/fd".format(pid)))
     return rss, threads, descriptors
+
+
+def thread_cpu(pid):
+    """{thread name: CPU seconds} of one process, threads of the same name added up."""
+    usage = {}
+    for tid in os.listdir("/proc/{}/task".format(pid)):
+        try:
+            with open("/proc/{}/task/{}/stat".format(pid, tid)) as handle:
+                head, tail = handle.read().rsplit(")", 1)
+            name = head.split("(", 1)[1]
+            fields = tail.split()
+            usage[name] = usage.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / float(CLOCK_TICKS)
+        except OSError:
+            pass
+    return usage

@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 import data_processing  # noqa: E402
 import onnx_models  # noqa: E402
 from camera import SyntheticSource, jpeg_encoders  # noqa: E402
-from clients import cpu_seconds, descendants, process_usage, watch_many  # noqa: E402
+from clients import cpu_seconds, descendants, process_usage, thread_cpu, watch_many  # noqa: E402
 from get_engine import create_engine  # noqa: E402
 from streaming import Server, free_port  # noqa: E402
 from yolo_tool import VOC_ANCHORS  # noqa: E402
@@ -103,13 +103,22 @@ def bench_stream(results, model_path, bare_fps, seconds):
     for source_fps in (30, 60):
         with Server("serve", "--source", "test://?fps={}".format(source_fps), "--model", model_path,
                     "--backend", "onnxruntime", "--log-level", "WARNING") as server:
+            before, client_before, started = thread_cpu(server.process.pid), os.times(), time.time()
             rates, latencies = watch_many(server.port, 1, seconds)
+            elapsed, client_after = time.time() - started, os.times()
+            after = thread_cpu(server.process.pid)
             stats = server.stats()
             inference_ms = stats["inference_ms"]
         if source_fps == 30:
             ratio = rates[0] / bare_fps
             results.add("(2) stream FPS, 1 viewer, test:// 640x480 @30 / bare", "{:.1f} / {:.1f} = {:.2f}".format(
                 rates[0], bare_fps, ratio), ">= 0.95", ratio >= 0.95)
+            shares = {name: (after[name] - before.get(name, 0.0)) / elapsed * 100 for name in after}
+            shares["bench client"] = ((client_after.user + client_after.system)
+                                      - (client_before.user + client_before.system)) / elapsed * 100
+            results.add("(2) profile: CPU % of a core by thread (2 cores = 200)", ", ".join(
+                "{} {:.0f}".format(name, share) for name, share in sorted(shares.items(), key=lambda i: -i[1])
+                if share >= 0.5))
         p50, p95 = np.percentile(np.array(latencies) * 1000, [50, 95])
         results.add("(4) latency @{} FPS source: p50, p95 (inference {:.1f} ms)".format(source_fps, inference_ms),
                     "{:.1f}, {:.1f} ms = {:.2f} x inf".format(p50, p95, p95 / inference_ms),
@@ -138,16 +147,20 @@ def bench_production(results, model_path, seconds, churn_seconds):
                 "--backend", "onnxruntime", "--stats-port", str(free_port()), "--per-client-limit", "256",
                 "--max-viewers", "100", "--log-level", "WARNING") as stack:
         pids = [pid for pid in descendants(stack.process.pid) if pid != stack.process.pid]
-        per_viewer = {}
+        per_viewer, client_cpu = {}, {}
         for count in (1, 20, 50):
+            client_before, started = os.times(), time.time()
             per_viewer[count], _ = watch_many(stack.port, count, seconds)
+            client_after = os.times()
+            client_cpu[count] = ((client_after.user + client_after.system)
+                                 - (client_before.user + client_before.system)) / (time.time() - started) * 100
         single = per_viewer[1][0]
         for count in (20, 50):
             ratio = float(np.mean(per_viewer[count])) / single
-            results.add("(3) per-viewer FPS, {} viewers via nginx / 1 viewer".format(count),
-                        "{:.1f} / {:.1f} = {:.2f} (min {:.2f})".format(np.mean(per_viewer[count]), single, ratio,
-                                                                    min(per_viewer[count]) / single),
-                        ">= 0.95", ratio >= 0.95)
+            results.add("(3) per-viewer FPS, {} viewers via nginx / 1 viewer (client CPU {:.0f} %)".format(
+                count, client_cpu[count]), "{:.1f} / {:.1f} = {:.2f} (min {:.2f})".format(
+                np.mean(per_viewer[count]), single, ratio, min(per_viewer[count]) / single),
+                ">= 0.95", ratio >= 0.95)
         bench_memory(results, stack, uwsgi_worker(pids), churn_seconds)
 
 

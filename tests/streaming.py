@@ -175,6 +175,14 @@ class Viewer(threading.Thread):
         return self.frames / max((self.closed_at or time.time()) - self.started_at, 1e-6)
 
 
+def wait_for_viewers(server, count, seconds):
+    """The server's viewer count once it is `count`, or after `seconds`."""
+    deadline = time.time() + seconds
+    while server.stats()["viewers"] != count and time.time() < deadline:
+        time.sleep(0.05)
+    return server.stats()["viewers"]
+
+
 def watch(port, count, seconds, **kwargs):
     """`count` viewers for `seconds`; returns them, closed."""
     viewers = [Viewer(port, **kwargs) for _ in range(count)]

@@ -154,3 +154,14 @@ def test_named_model_downloads_once_into_the_cache(server, tmp_path, monkeypatch
     monkeypatch.setitem(yolo_tool.NAMED_MODELS, "fake", yolo_tool.NamedModel(
         "fake.onnx", "http://127.0.0.1:9/unreachable", PAYLOAD_SHA, len(PAYLOAD), (), (), 1.0))
     assert resolve_model("fake") == path  # cached: no second download
+
+
+def test_onnxruntime_prefers_its_gpu_providers_when_present():
+    from get_engine import onnxruntime_providers
+    assert onnxruntime_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+    everything = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    providers = onnxruntime_providers(everything, "/cache/engines")
+    assert providers[0][0] == "TensorrtExecutionProvider"
+    assert providers[0][1]["trt_engine_cache_path"] == "/cache/engines"
+    assert providers[1:] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert onnxruntime_providers(everything) == ["CUDAExecutionProvider", "CPUExecutionProvider"]

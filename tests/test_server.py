@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streaming import Server, Viewer, get, get_json, watch
+from streaming import Server, Viewer, get, get_json, wait_for_viewers, watch
 
 FPS = 20
 
@@ -38,13 +38,6 @@ def test_viewers_share_one_inference_per_frame(server):
         assert viewer.rate() == pytest.approx(single.rate(), rel=0.10)
     assert many_inferred == pytest.approx(single_inferred, rel=0.10)
     assert single_inferred == pytest.approx(FPS, rel=0.15)
-
-
-def wait_for_viewers(server, count, seconds):
-    deadline = time.time() + seconds
-    while server.stats()["viewers"] != count and time.time() < deadline:
-        time.sleep(0.05)
-    return server.stats()["viewers"]
 
 
 def test_closed_viewer_is_released_within_two_seconds(server):
