@@ -11,9 +11,11 @@ def preprocess(frame_bgr, input_hw, scale=1.0):
     """BGR frame -> float32 NCHW RGB blob of the model's size, pixels times `scale`."""
     height, width = input_hw
     resized = cv2.resize(frame_bgr, (width, height), interpolation=cv2.INTER_LINEAR)
-    rgb = resized[:, :, ::-1].transpose(2, 0, 1)
     blob = np.empty((1, 3, height, width), dtype=np.float32)
-    np.multiply(rgb, np.float32(scale), out=blob[0], casting="unsafe")
+    # Plane by plane (B, G, R into RGB order): contiguous copies, about half the time
+    # of converting one strided, channel-reversed transpose.
+    for channel, plane in enumerate(cv2.split(resized)):
+        np.multiply(plane, np.float32(scale), out=blob[0, 2 - channel], casting="unsafe")
     return blob
 
 

@@ -106,3 +106,13 @@ def test_nms_keeps_best_first_and_respects_classes():
     classes = np.array([0, 0, 1, 0])
     # box 1 (0.9) suppresses box 0 (IoU 9/11); box 2 is another class; box 3 is apart
     assert data_processing.nms_per_class(boxes, scores, classes, 0.45).tolist() == [1, 2, 3]
+
+
+def test_preprocess_gives_rgb_nchw_at_the_model_scale():
+    frame = np.zeros((480, 640, 3), dtype=np.uint8)
+    frame[:, :] = (10, 20, 200)  # BGR: red
+    frame[:240] = (250, 0, 0)  # top half blue
+    blob = data_processing.preprocess(frame, (416, 320), scale=0.5)
+    assert blob.shape == (1, 3, 416, 320) and blob.dtype == np.float32
+    assert blob[0, :, 300, 100].tolist() == [100.0, 10.0, 5.0]  # R, G, B of the red half, halved
+    assert blob[0, :, 50, 100].tolist() == [0.0, 0.0, 125.0]  # the blue half
