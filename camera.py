@@ -480,6 +480,7 @@ class Camera(object):
             "width": latest.width if latest else 0,
             "height": latest.height if latest else 0,
             "uptime": round(now - self.started_at, 1),
+            "started_at": self.started_at,
         })
         return stats
 

@@ -69,26 +69,40 @@
     });
   }
 
+  // A stream that broke (server restart, network) is reopened: on the image's error
+  // event, and when the stats come back after an outage or show a restarted
+  // pipeline (another started_at), since a stream cut after its first frame just
+  // freezes without an error event. A changed query string makes the browser open
+  // a new connection rather than reuse the old picture.
+  var img = document.getElementById("stream");
+  var outage = false;
+  var startedAt = null;
+
+  function reopenStream() {
+    var base = img.src.replace(/[?&]reopen=\d+$/, "");
+    img.src = base + (base.indexOf("?") < 0 ? "?" : "&") + "reopen=" + Date.now();
+  }
+
+  img.addEventListener("error", function () { setTimeout(reopenStream, 2000); });
+
   function poll() {
     Promise.all([
       fetch(url(panel.dataset.stats)).then(function (r) { return r.json(); }),
       fetch(url(panel.dataset.detections)).then(function (r) { return r.json(); })
     ]).then(function (results) {
       if (results[0].error) { throw new Error(results[0].error); }
+      if (outage || (startedAt !== null && results[0].started_at !== startedAt)) { reopenStream(); }
+      outage = false;
+      startedAt = results[0].started_at;
       showStats(results[0]);
       showDetections(results[1]);
     }).catch(function (err) {
+      outage = true;
       var error = document.getElementById("error");
       error.hidden = false;
       error.textContent = "stats unavailable: " + err.message;
     }).then(function () { setTimeout(poll, 1000); });
   }
-
-  // A stream that broke (server restart, network) is reopened.
-  var img = document.getElementById("stream");
-  img.addEventListener("error", function () {
-    setTimeout(function () { img.src = img.src.split("#")[0] + "#" + Date.now(); }, 2000);
-  });
 
   poll();
 })();

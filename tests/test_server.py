@@ -192,3 +192,18 @@ def test_chromium_shows_the_stream(server):
         assert page.evaluate("document.getElementById('stream').naturalWidth") == 640
         page.wait_for_function("document.getElementById('fps').textContent !== '…'", timeout=10000)
         assert float(page.inner_text("#fps")) > 0
+
+
+def test_page_reopens_the_stream_after_a_server_restart(red_square_model):
+    from browser import chromium_page
+    command = ("serve", "--source", "test://", "--model", red_square_model)
+    first = Server(*command)
+    with chromium_page() as page:
+        with first:
+            page.goto("http://127.0.0.1:{}/".format(first.port))
+            page.wait_for_function("document.getElementById('stream').naturalWidth > 0", timeout=15000)
+            assert wait_for_viewers(first, 1, 5) == 1
+        second = Server(*command)
+        second.port = first.port  # the same address, as after a restart
+        with second:
+            assert wait_for_viewers(second, 1, 15) == 1  # the page opened the stream again
