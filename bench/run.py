@@ -135,15 +135,17 @@ def bench_stream(results, model_path, seconds):
                     "{:.1f} + {:.1f} + {:.1f} ms".format(stats["wait_ms"], stats["inference_ms"], stats["render_ms"]))
 
 
+def command_line(pid):
+    with open("/proc/{}/cmdline".format(pid), "rb") as handle:
+        return handle.read()
+
+
 def uwsgi_worker(pids):
     """The uWSGI worker: a uwsgi process whose parent is uwsgi too."""
-    def command(pid):
-        with open("/proc/{}/cmdline".format(pid), "rb") as handle:
-            return handle.read()
     for pid in pids:
         with open("/proc/{}/stat".format(pid)) as handle:
             parent = int(handle.read().rsplit(")", 1)[1].split()[1])
-        if b"uwsgi" in command(pid) and parent in pids and b"uwsgi" in command(parent):
+        if b"uwsgi" in command_line(pid) and parent in pids and b"uwsgi" in command_line(parent):
             return pid
     raise RuntimeError("no uWSGI worker among {}".format(pids))
 
@@ -180,13 +182,18 @@ def bench_viewer_cost(results, seconds):
                     "--stats-port", str(free_port()), "--per-client-limit", "256", "--max-viewers", "100",
                     "--log-level", "WARNING") as stack:
             pids = [pid for pid in descendants(stack.process.pid) if pid != stack.process.pid]
+            servers = {"nginx": [pid for pid in pids if b"nginx" in command_line(pid)],
+                       "uWSGI": [pid for pid in pids if b"uwsgi" in command_line(pid)]}
             cpu = {}
             for count in (1, 50):
-                before, started = cpu_seconds(pids), time.time()
+                before, started = {name: cpu_seconds(group) for name, group in servers.items()}, time.time()
                 watch_many(stack.port, count, seconds)
-                cpu[count] = (cpu_seconds(pids) - before) / (time.time() - started)
-    results.add("(3) server CPU per extra viewer at 30 FPS (nginx + uWSGI, 50 vs 1)",
-                "{:.2f} % of a core".format((cpu[50] - cpu[1]) / 49 * 100))
+                cpu[count] = {name: (cpu_seconds(group) - before[name]) / (time.time() - started)
+                              for name, group in servers.items()}
+    extra = {name: (cpu[50][name] - cpu[1][name]) / 49 * 100 for name in servers}
+    results.add("(3) server CPU per extra viewer at 30 FPS (50 vs 1 viewers)",
+                "{:.2f} % of a core (nginx {:.2f}, uWSGI {:.2f})".format(sum(extra.values()), extra["nginx"],
+                                                                         extra["uWSGI"]))
 
 
 def bench_memory(results, stack, worker, churn_seconds):
