@@ -819,6 +819,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         return 130
 
+
 if __name__ == "__main__":
     sys.exit(main())
 else:

@@ -388,6 +388,7 @@ def import_tensorrt():
         raise EngineError("CUDA cannot start ({}); use --backend onnxruntime".format(exc))
     return trt, cuda
 
+
 def _onnxruntime_reason():
     try:
         import onnxruntime

@@ -60,6 +60,12 @@ def time_per_call(function, seconds, min_calls=3):
     return (time.perf_counter() - started) / calls
 
 
+def own_cpu_seconds():
+    """CPU seconds this benchmark process (the viewers' client) has used."""
+    times = os.times()
+    return times.user + times.system
+
+
 def bare_inference(model_path, backend, seconds):
     """(seconds per inference, engine description) of one engine alone on the machine."""
     blob = (np.random.RandomState(0).rand(1, 3, 416, 416) * 255).astype(np.float32)
@@ -110,9 +116,9 @@ def bench_stream(results, model_path, seconds):
     for source_fps in (30, 60):
         with Server("serve", "--source", "test://?fps={}".format(source_fps), "--model", model_path,
                     "--backend", "onnxruntime", "--log-level", "WARNING") as server:
-            before, client_before, started = thread_cpu(server.process.pid), os.times(), time.time()
+            before, client_before, started = thread_cpu(server.process.pid), own_cpu_seconds(), time.time()
             rates, latencies = watch_many(server.port, 1, seconds)
-            elapsed, client_after = time.time() - started, os.times()
+            elapsed, client_after = time.time() - started, own_cpu_seconds()
             after = thread_cpu(server.process.pid)
             stats = server.stats()
             inference_ms = stats["inference_ms"]
@@ -122,8 +128,7 @@ def bench_stream(results, model_path, seconds):
             results.add("(2) stream FPS, 1 viewer, test:// 640x480 @30 / bare (around it)",
                         "{:.1f} / {:.1f} = {:.2f}".format(rates[0], bare_fps, ratio), ">= 0.95", ratio >= 0.95)
             shares = {name: (after[name] - before.get(name, 0.0)) / elapsed * 100 for name in after}
-            shares["bench client"] = ((client_after.user + client_after.system)
-                                      - (client_before.user + client_before.system)) / elapsed * 100
+            shares["bench client"] = (client_after - client_before) / elapsed * 100
             results.add("(2) profile: CPU % of a core by thread (2 cores = 200)", ", ".join(
                 "{} {:.0f}".format(name, share) for name, share in sorted(shares.items(), key=lambda i: -i[1])
                 if share >= 0.5))
@@ -158,11 +163,9 @@ def bench_production(results, model_path, seconds, churn_seconds):
         pids = [pid for pid in descendants(stack.process.pid) if pid != stack.process.pid]
         per_viewer, client_cpu = {}, {}
         for count in (1, 20, 50):
-            client_before, started = os.times(), time.time()
+            client_before, started = own_cpu_seconds(), time.time()
             per_viewer[count], _ = watch_many(stack.port, count, seconds)
-            client_after = os.times()
-            client_cpu[count] = ((client_after.user + client_after.system)
-                                 - (client_before.user + client_before.system)) / (time.time() - started) * 100
+            client_cpu[count] = (own_cpu_seconds() - client_before) / (time.time() - started) * 100
         single = per_viewer[1][0]
         for count in (20, 50):
             ratio = float(np.mean(per_viewer[count])) / single

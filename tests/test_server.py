@@ -1,6 +1,5 @@
 """The streaming server as clients see it: `python app.py serve` on loopback,
 a test:// source and the red-square model, real HTTP clients."""
-import io
 import time
 
 import cv2
