@@ -429,7 +429,10 @@ def _tensorrt_reason():
 
 AUTO_ORDER = (("tensorrt", _tensorrt_reason), ("onnxruntime", _onnxruntime_reason), ("opencv", _opencv_reason))
 ENGINES = {"tensorrt": TensorRTEngine, "onnxruntime": OnnxRuntimeEngine, "opencv": OpenCVEngine}
-TENSORRT_OPTIONS = ("cache_folder", "precision", "workspace_mb", "calibration_images")
+# The `create_engine` options each backend takes (cache_folder: where ONNX Runtime's
+# TensorRT provider and our TensorRT engine keep their built engines).
+ENGINE_OPTIONS = {"tensorrt": ("cache_folder", "precision", "workspace_mb", "calibration_images"),
+                  "onnxruntime": ("cache_folder",), "opencv": ()}
 
 
 def auto_backends():
@@ -446,15 +449,10 @@ def auto_backends():
 def _open(backend, model_path, options):
     if backend not in ENGINES:
         raise EngineError("unknown backend '{}'; choose one of {}".format(backend, ", ".join(BACKENDS)))
+    if backend == "tensorrt" and not options.get("cache_folder"):
+        raise EngineError("the TensorRT backend needs a folder for its engine cache")
     started = time.time()
-    if backend == "tensorrt":
-        if not options.get("cache_folder"):
-            raise EngineError("the TensorRT backend needs a folder for its engine cache")
-        engine = TensorRTEngine(model_path, **{k: v for k, v in options.items() if k in TENSORRT_OPTIONS})
-    elif backend == "onnxruntime":
-        engine = OnnxRuntimeEngine(model_path, cache_folder=options.get("cache_folder"))
-    else:
-        engine = ENGINES[backend](model_path)
+    engine = ENGINES[backend](model_path, **{k: v for k, v in options.items() if k in ENGINE_OPTIONS[backend]})
     log.info("loaded %s on %r in %.1f s", model_path, engine, time.time() - started)
     return engine
 

@@ -116,13 +116,19 @@ def descendants(pid):
     return found
 
 
+def _stat_cpu(path):
+    """(name, user + system CPU seconds) from a /proc stat file."""
+    with open(path) as handle:
+        head, tail = handle.read().rsplit(")", 1)
+    fields = tail.split()
+    return head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / float(CLOCK_TICKS)
+
+
 def cpu_seconds(pids):
     total = 0.0
     for pid in pids:
         try:
-            with open("/proc/{}/stat".format(pid)) as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / float(CLOCK_TICKS)
+            total += _stat_cpu("/proc/{}/stat".format(pid))[1]
         except OSError:
             pass
     return total
@@ -143,11 +149,8 @@ def thread_cpu(pid):
     usage = {}
     for tid in os.listdir("/proc/{}/task".format(pid)):
         try:
-            with open("/proc/{}/task/{}/stat".format(pid, tid)) as handle:
-                head, tail = handle.read().rsplit(")", 1)
-            name = head.split("(", 1)[1]
-            fields = tail.split()
-            usage[name] = usage.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / float(CLOCK_TICKS)
+            name, seconds = _stat_cpu("/proc/{}/task/{}/stat".format(pid, tid))
+            usage[name] = usage.get(name, 0.0) + seconds
         except OSError:
             pass
     return usage
