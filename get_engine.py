@@ -62,6 +62,9 @@ class Engine(object):
     """What the detector needs from a backend."""
 
     name = "engine"
+    # True when inference runs on OpenCV's own worker pool, which the pipeline must then
+    # leave at its full size.
+    uses_opencv_threads = False
 
     def __init__(self, model_path):
         self.model_path = model_path
@@ -122,6 +125,7 @@ class OnnxRuntimeEngine(Engine):
 
 class OpenCVEngine(Engine):
     name = "opencv"
+    uses_opencv_threads = True
 
     def __init__(self, model_path):
         super(OpenCVEngine, self).__init__(model_path)

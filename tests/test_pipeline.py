@@ -1,4 +1,5 @@
 """The Camera pipeline in-process: sources, encoder choice, status frames, idle stop."""
+import threading
 import time
 
 import cv2
@@ -112,3 +113,49 @@ def test_viewers_get_a_status_frame_when_the_source_dies(red_square_model):
     finally:
         camera.stop()
     assert camera.latest_frame().status == "stopped"
+
+
+def test_broadcast_wakes_every_reader_for_every_frame_it_waits_for():
+    """Lock-step: each frame is published only once every reader has the one before,
+    so a reader that missed a wake-up would sit out its 5 s timeout."""
+    from camera import Broadcast, Frame
+    broadcast = Broadcast()
+    frames = 300
+    latest = [0] * 8
+    progressed = threading.Condition()
+
+    def reader(index):
+        seq = 0
+        while seq < frames:
+            frame = broadcast.wait_newer(seq, 5.0)
+            assert frame is not None and frame.seq > seq
+            seq = frame.seq
+            with progressed:
+                latest[index] = seq
+                progressed.notify_all()
+
+    readers = [threading.Thread(target=reader, args=(i,), daemon=True) for i in range(len(latest))]
+    for thread in readers:
+        thread.start()
+    started = time.time()
+    for seq in range(1, frames + 1):
+        broadcast.publish(Frame(seq, b"jpeg", [], 1, 1, 0.0, time.time()))
+        with progressed:
+            assert progressed.wait_for(lambda: min(latest) >= seq, 2.0), (seq, latest)
+    for thread in readers:
+        thread.join(5)
+    assert time.time() - started < 10
+    assert broadcast.wait_newer(frames, 0.2) is None  # nothing newer: the timeout, not a hang
+
+
+@pytest.mark.skipif(cv2.getNumThreads() < 2, reason="OpenCV has a single thread here anyway")
+def test_opencv_keeps_its_worker_threads_only_when_it_runs_the_model(red_square_model):
+    cv2.setNumThreads(-1)  # OpenCV's default, whatever an earlier test's pipeline set
+    default = cv2.getNumThreads()
+    try:
+        for backend, threads in (("opencv", default), ("onnxruntime", 1)):
+            camera = Camera(open_source("test://"), Detector(red_square_model, backend=backend)).start()
+            camera.stop()
+            assert cv2.getNumThreads() == threads, backend
+    finally:
+        cv2.setNumThreads(-1)
