@@ -23,11 +23,6 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def softmax(logits, axis=-1):
-    shifted = np.exp(logits - logits.max(axis=axis, keepdims=True))
-    return shifted / shifted.sum(axis=axis, keepdims=True)
-
-
 def decode_region(grid, anchors, conf_threshold):
     """Decode a Darknet region-layer output (1, A*(5+C), gh, gw).
 
@@ -59,18 +54,21 @@ def decode_region(grid, anchors, conf_threshold):
         return np.zeros((0, 4), dtype=np.float32), empty, np.zeros((0,), dtype=np.int64)
 
     picked = cells[anchor_idx, :, rows, cols].astype(np.float32)  # (n, 5 + C)
-    class_probs = softmax(picked[:, 5:], axis=1)
-    class_ids = class_probs.argmax(axis=1)
-    scores = sigmoid(picked[:, 4]) * class_probs[np.arange(len(class_ids)), class_ids]
+    # Scores first, boxes only for the candidates that pass. The best class's softmax
+    # is exp(0) / sum(exp(logits - best logit)): no full softmax is needed.
+    logits = picked[:, 5:]
+    class_ids = logits.argmax(axis=1)
+    best_logits = logits[np.arange(len(class_ids)), class_ids]
+    scores = sigmoid(picked[:, 4]) / np.exp(logits - best_logits[:, None]).sum(axis=1)
+    keep = scores >= conf_threshold
+    picked, anchor_idx, rows, cols = picked[keep], anchor_idx[keep], rows[keep], cols[keep]
 
     centre_x = (cols + sigmoid(picked[:, 0])) / grid_w
     centre_y = (rows + sigmoid(picked[:, 1])) / grid_h
     half_w = np.exp(picked[:, 2]) * anchors[anchor_idx, 0] / grid_w / 2.0
     half_h = np.exp(picked[:, 3]) * anchors[anchor_idx, 1] / grid_h / 2.0
     boxes = np.stack([centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h], axis=1)
-
-    keep = scores >= conf_threshold
-    return boxes[keep].astype(np.float32), scores[keep].astype(np.float32), class_ids[keep]
+    return boxes.astype(np.float32), scores[keep].astype(np.float32), class_ids[keep]
 
 
 def pairwise_iou(boxes):
