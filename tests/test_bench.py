@@ -1,0 +1,25 @@
+"""The benchmarks run, in their short mode (their figures come from a full
+`python3 bench/run.py`, not from tests)."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.skipif(not (shutil.which("uwsgi") and (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"))),
+                    reason="the benchmarks of the production stack need uwsgi (pip) and nginx (apt-get install nginx)")
+def test_every_benchmark_runs_and_the_readme_is_left_alone():
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        readme = handle.read()
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "run.py"), "--quick"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-5000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("(")]
+    for benchmark in ("(1)", "(2)", "(3)", "(4)", "(5)", "(6)"):
+        assert any(row.startswith(benchmark) for row in rows), benchmark
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        assert handle.read() == readme
