@@ -38,13 +38,15 @@ def test_fp32_engine_matches_onnx_runtime(tiny_yolov2_model, tmp_path):
 def test_fp32_detections_are_identical(tiny_yolov2_model, tmp_path):
     from yolo_tool import Detector
     image = (np.random.RandomState(8).rand(480, 640, 3) * 255).astype(np.uint8)
-    trt_detector = Detector(tiny_yolov2_model, backend="tensorrt", precision="fp32", conf_threshold=0.3)
-    ort_detector = Detector(tiny_yolov2_model, backend="onnxruntime", conf_threshold=0.3)
+    # At 0.15 the random weights give a few dozen boxes on this image (ONNX Runtime: 28).
+    trt_detector = Detector(tiny_yolov2_model, backend="tensorrt", precision="fp32", conf_threshold=0.15)
+    ort_detector = Detector(tiny_yolov2_model, backend="onnxruntime", conf_threshold=0.15)
     try:
         trt_found, _ = trt_detector.detect(image.copy())
         ort_found, _ = ort_detector.detect(image.copy())
-        assert [(d.class_id, round(d.score, 3)) for d in trt_found] == [(d.class_id, round(d.score, 3)) for d in ort_found]
+        assert ort_found and [d.class_id for d in trt_found] == [d.class_id for d in ort_found]
         for a, b in zip(trt_found, ort_found):
+            assert a.score == pytest.approx(b.score, abs=1e-3)
             np.testing.assert_allclose(a.box, b.box, atol=0.5)
     finally:
         trt_detector.close()
