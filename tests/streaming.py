@@ -3,6 +3,7 @@ its multipart stream like a browser does, poll its JSON API."""
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -11,6 +12,8 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# `serve --production` needs both; tests of the production stack are skipped without them.
+HAS_PRODUCTION_STACK = bool(shutil.which("uwsgi") and (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx")))
 
 
 def free_port():

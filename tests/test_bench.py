@@ -1,16 +1,15 @@
 """The benchmarks run, in their short mode (their figures come from a full
 `python3 bench/run.py`, not from tests)."""
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from streaming import HAS_PRODUCTION_STACK, ROOT
 
 
-@pytest.mark.skipif(not (shutil.which("uwsgi") and (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"))),
+@pytest.mark.skipif(not HAS_PRODUCTION_STACK,
                     reason="the benchmarks of the production stack need uwsgi (pip) and nginx (apt-get install nginx)")
 def test_every_benchmark_runs_and_the_readme_is_left_alone():
     with open(os.path.join(ROOT, "README.md")) as handle:

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from streaming import Server, Viewer, free_port, get, get_json, wait_for_viewers, watch
+from streaming import HAS_PRODUCTION_STACK, Server, Viewer, free_port, get, get_json, wait_for_viewers, watch
 
-pytestmark = pytest.mark.skipif(not (shutil.which("uwsgi") and (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx"))),
+pytestmark = pytest.mark.skipif(not HAS_PRODUCTION_STACK,
                                 reason="needs uwsgi (pip) and nginx (apt-get install nginx)")
 FPS = 20
 
