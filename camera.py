@@ -401,10 +401,12 @@ class Camera(object):
         # capture -> detect hand-over: the newest frame and uploads waiting for the detector
         self._work = threading.Condition()
         self._captured = None
+        self._captured_count = 0
         self._jobs = collections.deque()
         # detect -> render hand-over
         self._detected = threading.Condition()
         self._to_render = None
+        self._newest_detected = 0  # capture number of the newest frame handed to the renderer
         self._seq = 0
         self._threads = []
         self._publish_status("starting")
@@ -416,7 +418,8 @@ class Camera(object):
             # threads that wait actively and take CPU from inference (the capture
             # stage's CPU per frame fell by a third without it).
             cv2.setNumThreads(1)
-        for target in (self._capture_loop, self._detect_loop, self._render_loop):
+        stages = [self._capture_loop] + [self._detect_loop] * self.detector.engine.frames_in_flight
+        for target in stages + [self._render_loop]:
             thread = threading.Thread(target=_named(target), name="camera-" + target.__name__.strip("_"))
             thread.daemon = True
             thread.start()
@@ -495,6 +498,7 @@ class Camera(object):
             "last_error": self.last_error,
             "fps": round(self._rate.rate(now), 2),
             "inference_ms": round(self.timings["inference_ms"], 2),
+            "frames_in_flight": self.detector.engine.frames_in_flight,
             "wait_ms": round(self.timings["wait_ms"], 2),
             "render_ms": round(self.timings["render_ms"], 2),
             "latency_ms": round(self.timings["latency_ms"], 2),
@@ -582,7 +586,8 @@ class Camera(object):
         with self._work:
             if self._captured is not None:
                 self.counters["frames_dropped"] += 1  # the detector never saw it: newest wins
-            self._captured = (frame, blob, captured_at)
+            self._captured_count += 1
+            self._captured = (self._captured_count, frame, blob, captured_at)
             self.counters["frames_captured"] += 1
             self.last_capture_at = captured_at
             self._work.notify_all()
@@ -610,7 +615,7 @@ class Camera(object):
         previous = self.timings[name]
         self.timings[name] = value if not previous else 0.9 * previous + 0.1 * value
 
-    def _detect_frame(self, frame, blob, captured_at):
+    def _detect_frame(self, number, frame, blob, captured_at):
         self._average("wait_ms", (time.time() - captured_at) * 1000.0)
         try:
             output, inference_ms = self.detector.run(blob)
@@ -620,9 +625,13 @@ class Camera(object):
             self._publish_status("inference failed")
             self._stop.wait(1.0)
             return
-        self.counters["frames_inferred"] += 1
-        self._average("inference_ms", inference_ms)
         with self._detected:
+            self.counters["frames_inferred"] += 1
+            self._average("inference_ms", inference_ms)
+            if number < self._newest_detected:
+                self.counters["frames_dropped"] += 1  # overtaken by a later frame on another detector
+                return
+            self._newest_detected = number
             self._to_render = (frame, output, inference_ms, captured_at)
             self._detected.notify_all()
 
@@ -649,8 +658,10 @@ class Camera(object):
         now = time.time()
         self._rate.tick(now)
         height, width = frame.shape[:2]
-        draw_overlay(frame, "FPS {:.1f}  {}x{}  inference {:.1f} ms".format(
-            self._rate.rate(now), width, height, self.timings["inference_ms"]))
+        in_flight = self.detector.engine.frames_in_flight
+        draw_overlay(frame, "FPS {:.1f}  {}x{}  inference {:.1f} ms{}".format(
+            self._rate.rate(now), width, height, self.timings["inference_ms"],
+            " x{} at once".format(in_flight) if in_flight > 1 else ""))
         self.last_live_frame = self._publish(frame, detections, inference_ms, captured_at)
         self.counters["frames_published"] += 1
         return self.last_live_frame

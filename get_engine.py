@@ -65,6 +65,9 @@ class Engine(object):
     # True when inference runs on OpenCV's own worker pool, which the pipeline must then
     # leave at its full size.
     uses_opencv_threads = False
+    # How many infer() calls the pipeline runs at once; more than one only where the
+    # backend is thread-safe and gains throughput from it.
+    frames_in_flight = 1
 
     def __init__(self, model_path):
         self.model_path = model_path
@@ -82,6 +85,13 @@ class Engine(object):
         return "{}({})".format(self.name, self.detail)
 
 
+def usable_cores():
+    """CPU cores this process may run on (a container's cpuset included)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def onnxruntime_providers(available, cache_folder=None):
     """ONNX Runtime's providers in order of preference: TensorRT (with its engines
     cached beside ours) and CUDA where this build has them, then the CPU."""
@@ -97,7 +107,9 @@ def onnxruntime_providers(available, cache_folder=None):
 class OnnxRuntimeEngine(Engine):
     name = "onnxruntime"
 
-    def __init__(self, model_path, cache_folder=None):
+    def __init__(self, model_path, cache_folder=None, frames_in_flight=1):
+        """frames_in_flight: how many infer() calls will run at once, each then given its
+        share of the cores; 0 = 2 when the model runs on a CPU with 2 cores or more."""
         super(OnnxRuntimeEngine, self).__init__(model_path)
         try:
             import onnxruntime
@@ -110,6 +122,10 @@ class OnnxRuntimeEngine(Engine):
         # Spinning idle worker threads would take the CPU that capture, drawing and
         # encoding need between inferences.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        cpu_only = [p if isinstance(p, str) else p[0] for p in providers] == ["CPUExecutionProvider"]
+        self.frames_in_flight = int(frames_in_flight) or (2 if cpu_only and usable_cores() >= 2 else 1)
+        if self.frames_in_flight > 1:
+            options.intra_op_num_threads = max(1, usable_cores() // self.frames_in_flight)
         try:
             self.session = onnxruntime.InferenceSession(model_path, sess_options=options,
                                                         providers=providers)
@@ -118,6 +134,10 @@ class OnnxRuntimeEngine(Engine):
                 model_path, str(exc).strip().splitlines()[-1]))
         self.output_name = self.session.get_outputs()[0].name
         self.detail = ",".join(p.replace("ExecutionProvider", "") for p in self.session.get_providers())
+        if self.frames_in_flight > 1:
+            threads = options.intra_op_num_threads
+            self.detail += ", {} frames x {} thread{}".format(self.frames_in_flight, threads,
+                                                               "s" if threads > 1 else "")
 
     def infer(self, blob):
         return self.session.run([self.output_name], {self.input_name: blob})[0]
@@ -436,7 +456,7 @@ ENGINES = {"tensorrt": TensorRTEngine, "onnxruntime": OnnxRuntimeEngine, "opencv
 # The `create_engine` options each backend takes (cache_folder: where ONNX Runtime's
 # TensorRT provider and our TensorRT engine keep their built engines).
 ENGINE_OPTIONS = {"tensorrt": ("cache_folder", "precision", "workspace_mb", "calibration_images"),
-                  "onnxruntime": ("cache_folder",), "opencv": ()}
+                  "onnxruntime": ("cache_folder", "frames_in_flight"), "opencv": ()}
 
 
 def auto_backends():

@@ -25,6 +25,13 @@ def test_help_lists_the_commands():
     assert "--out" in detect_help.stdout and "--backend" in detect_help.stdout
 
 
+def test_frames_in_flight_must_be_a_count():
+    result = run("serve", "--frames-in-flight", "-1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--frames-in-flight: '-1' is not a whole number of 0 or more" in result.stderr
+    assert "frames inferred at once" in run("serve", "--help").stdout
+
+
 def test_detect_prints_json_and_writes_annotated_images(tmp_path, red_square_model):
     scene = np.full((240, 320, 3), 90, dtype=np.uint8)
     cv2.rectangle(scene, (100, 60), (180, 160), (0, 0, 255), -1)  # red in BGR

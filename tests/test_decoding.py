@@ -116,3 +116,5 @@ def test_preprocess_gives_rgb_nchw_at_the_model_scale():
     assert blob.shape == (1, 3, 416, 320) and blob.dtype == np.float32
     assert blob[0, :, 300, 100].tolist() == [100.0, 10.0, 5.0]  # R, G, B of the red half, halved
     assert blob[0, :, 50, 100].tolist() == [0.0, 0.0, 125.0]  # the blue half
+    unscaled = data_processing.preprocess(frame, (416, 320))
+    assert unscaled.dtype == np.float32 and unscaled[0, :, 300, 100].tolist() == [200.0, 20.0, 10.0]

@@ -165,3 +165,28 @@ def test_onnxruntime_prefers_its_gpu_providers_when_present():
     assert providers[0][1]["trt_engine_cache_path"] == "/cache/engines"
     assert providers[1:] == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert onnxruntime_providers(everything) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+@pytest.mark.parametrize("cores, in_flight, threads", [(1, 1, 0), (2, 2, 1), (4, 2, 2)])
+def test_onnxruntime_frames_in_flight_share_out_the_cores(tiny_yolov2_model, monkeypatch, cores, in_flight,
+                                                          threads):
+    import get_engine
+    monkeypatch.setattr(get_engine, "usable_cores", lambda: cores)
+    engine = create_engine(tiny_yolov2_model, "onnxruntime", frames_in_flight=0)  # automatic
+    assert engine.frames_in_flight == in_flight
+    assert engine.session.get_session_options().intra_op_num_threads == threads  # 0: ORT's own choice
+    assert create_engine(tiny_yolov2_model, "onnxruntime").frames_in_flight == 1  # one caller: all cores
+
+
+def test_onnxruntime_frames_side_by_side_give_each_frame_its_own_result(tiny_yolov2_model):
+    from concurrent.futures import ThreadPoolExecutor
+    rng = np.random.RandomState(3)
+    blobs = [(rng.rand(1, 3, 416, 416) * 255).astype(np.float32) for _ in range(6)]
+    alone = create_engine(tiny_yolov2_model, "onnxruntime", frames_in_flight=1)
+    expected = [alone.infer(blob) for blob in blobs]
+    together = create_engine(tiny_yolov2_model, "onnxruntime", frames_in_flight=2)
+    with ThreadPoolExecutor(2) as pool:
+        outputs = list(pool.map(together.infer, blobs))
+    for output, reference in zip(outputs, expected):
+        assert np.abs(output - reference).max() < 1e-3
+    assert np.abs(expected[0] - expected[1]).max() > 0.1  # different inputs, different outputs

@@ -1,4 +1,5 @@
 """The Camera pipeline in-process: sources, encoder choice, status frames, idle stop."""
+import itertools
 import threading
 import time
 
@@ -159,3 +160,40 @@ def test_opencv_keeps_its_worker_threads_only_when_it_runs_the_model(red_square_
             assert cv2.getNumThreads() == threads, backend
     finally:
         cv2.setNumThreads(-1)
+
+
+def test_frames_in_flight_overlap_and_reach_viewers_in_capture_order(red_square_model):
+    """Two frames at once; every other inference is slow, so later frames overtake
+    earlier ones: those are dropped, never shown after their successors."""
+    detector = Detector(red_square_model, backend="onnxruntime", frames_in_flight=2)
+    assert detector.engine.frames_in_flight == 2
+    run, running, most = detector.run, [0], [0]
+    calls = itertools.count()
+    lock = threading.Lock()
+
+    def uneven_run(blob):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.12 if next(calls) % 2 else 0.01)
+        try:
+            return run(blob)
+        finally:
+            with lock:
+                running[0] -= 1
+    detector.run = uneven_run
+    camera = Camera(open_source("test://?fps=60"), detector)
+    published = []
+    publish = camera.broadcast.publish
+    camera.broadcast.publish = lambda frame: (published.append(frame), publish(frame))
+    camera.start()
+    try:
+        assert wait_until(lambda: camera.stats()["frames_published"] >= 20, 10)
+    finally:
+        camera.stop()
+    captured = [frame.captured_at for frame in published if frame.status is None]
+    assert most[0] == 2
+    assert captured == sorted(captured) and len(set(captured)) == len(captured)
+    stats = camera.stats()
+    assert stats["frames_inferred"] > stats["frames_published"]  # the overtaken ones
+    assert stats["frames_in_flight"] == 2
