@@ -525,6 +525,10 @@ class Camera(object):
         return bool(self.idle_stop) and self.viewers == 0 and time.time() - self.last_activity > self.idle_stop
 
     def _capture_loop(self):
+        # One detector: preparing the next frame here overlaps with its inference. Several:
+        # every core is inferring anyway, so each detector prepares the frame it takes and
+        # no frame that is dropped unseen costs a preparation.
+        prepare_here = self.detector.engine.frames_in_flight == 1
         failures = 0
         while not self._stop.is_set():
             if self._idle():
@@ -554,7 +558,8 @@ class Camera(object):
                         break
                     failures = 0
                     captured_at = time.time()
-                    self._hand_to_detector(frame, self.detector.prepare(frame), captured_at)
+                    self._hand_to_detector(frame, self.detector.prepare(frame) if prepare_here else None,
+                                           captured_at)
             except Exception as exc:
                 log.warning("source %s failed while reading: %s", self.source.uri, exc)
                 ended = True
@@ -618,7 +623,7 @@ class Camera(object):
     def _detect_frame(self, number, frame, blob, captured_at):
         self._average("wait_ms", (time.time() - captured_at) * 1000.0)
         try:
-            output, inference_ms = self.detector.run(blob)
+            output, inference_ms = self.detector.run(self.detector.prepare(frame) if blob is None else blob)
         except Exception as exc:
             log.exception("inference failed")
             self._set_state("error", "inference failed: {}".format(exc))

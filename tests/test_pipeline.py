@@ -164,7 +164,8 @@ def test_opencv_keeps_its_worker_threads_only_when_it_runs_the_model(red_square_
 
 def test_frames_in_flight_overlap_and_reach_viewers_in_capture_order(red_square_model):
     """Two frames at once; every other inference is slow, so later frames overtake
-    earlier ones: those are dropped, never shown after their successors."""
+    earlier ones: those are dropped, never shown after their successors. Only the
+    frames the detectors take are prepared."""
     detector = Detector(red_square_model, backend="onnxruntime", frames_in_flight=2)
     assert detector.engine.frames_in_flight == 2
     run, running, most = detector.run, [0], [0]
@@ -182,6 +183,8 @@ def test_frames_in_flight_overlap_and_reach_viewers_in_capture_order(red_square_
             with lock:
                 running[0] -= 1
     detector.run = uneven_run
+    prepare, prepared = detector.prepare, []
+    detector.prepare = lambda frame: (prepared.append(1), prepare(frame))[1]
     camera = Camera(open_source("test://?fps=60"), detector)
     published = []
     publish = camera.broadcast.publish
@@ -196,4 +199,5 @@ def test_frames_in_flight_overlap_and_reach_viewers_in_capture_order(red_square_
     assert captured == sorted(captured) and len(set(captured)) == len(captured)
     stats = camera.stats()
     assert stats["frames_inferred"] > stats["frames_published"]  # the overtaken ones
+    assert len(prepared) == stats["frames_inferred"] < stats["frames_captured"]
     assert stats["frames_in_flight"] == 2
