@@ -1,11 +1,12 @@
 """Frame sources opened from a URI, and the `Camera`: one detection pipeline per
 source whose annotated JPEGs are broadcast to every viewer.
 
-The pipeline runs three threads so that only inference is ever in the way of
-inference: capture reads and pre-processes each frame and keeps only the
-newest (older ones are dropped and counted), detection runs the engine on the
-newest, and the render stage decodes the boxes, draws, encodes once and
-publishes. Viewers only read the published frame; every wait has a
+The pipeline runs its stages in threads so that only inference is ever in the
+way of inference: capture reads each frame and keeps only the newest (older
+ones are dropped and counted), detection runs the engine on the newest (one
+thread per frame the engine takes at once; with one, capture pre-processes the
+next frame meanwhile), and the render stage decodes the boxes, draws, encodes
+once and publishes, in capture order. Viewers only read the published frame; every wait has a
 timeout, so a dead stage or source can never hang a viewer.
 """
 import collections
