@@ -83,7 +83,8 @@ def detector_from_args(args):
     for name in ("conf", "iou"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise ModelError("--{} must be between 0 and 1".format(name))
-    return Detector(
+    in_flight = getattr(args, "frames_in_flight", 1)  # only the server runs frames side by side
+    detector = Detector(
         model=args.model,
         backend=args.backend,
         labels=read_labels(args.labels) if args.labels else None,
@@ -94,8 +95,12 @@ def detector_from_args(args):
         precision=args.precision,
         workspace_mb=args.workspace_mb,
         calibration_images=args.calibration_images,
-        frames_in_flight=getattr(args, "frames_in_flight", 1),  # only the server runs frames side by side
+        frames_in_flight=in_flight,
     )
+    if in_flight > 1 and detector.engine.frames_in_flight != in_flight:
+        log.warning("--frames-in-flight %d is for ONNX Runtime; %s runs one frame at a time",
+                    in_flight, detector.backend)
+    return detector
 
 
 def result_record(image, width, height, backend, inference_ms, detections):

@@ -32,6 +32,16 @@ def test_frames_in_flight_must_be_a_count():
     assert "frames inferred at once" in run("serve", "--help").stdout
 
 
+def test_frames_in_flight_that_a_backend_cannot_run_are_named(red_square_model, caplog):
+    import app
+    args = app.build_parser().parse_args(["serve", "--model", red_square_model, "--backend", "opencv",
+                                          "--frames-in-flight", "2"])
+    assert app.detector_from_args(args).engine.frames_in_flight == 1
+    assert "--frames-in-flight 2 is for ONNX Runtime; opencv runs one frame at a time" in caplog.text
+    args.backend, args.frames_in_flight = "onnxruntime", 3
+    assert app.detector_from_args(args).engine.frames_in_flight == 3
+
+
 def test_detect_prints_json_and_writes_annotated_images(tmp_path, red_square_model):
     scene = np.full((240, 320, 3), 90, dtype=np.uint8)
     cv2.rectangle(scene, (100, 60), (180, 160), (0, 0, 255), -1)  # red in BGR
