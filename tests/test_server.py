@@ -191,6 +191,9 @@ def test_chromium_shows_the_stream(server):
         assert page.evaluate("document.getElementById('stream').naturalWidth") == 640
         page.wait_for_function("document.getElementById('fps').textContent !== '…'", timeout=10000)
         assert float(page.inner_text("#fps")) > 0
+        in_flight = get_json(server.port, "/api/stats")[1]["frames_in_flight"]
+        shown = page.inner_text("#inference")
+        assert shown.endswith(" ms" if in_flight == 1 else " ms · {} frames at once".format(in_flight)), shown
 
 
 def test_page_reopens_the_stream_after_a_server_restart(red_square_model):
