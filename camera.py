@@ -6,8 +6,8 @@ way of inference: capture reads each frame and keeps only the newest (older
 ones are dropped and counted), detection runs the engine on the newest (one
 thread per frame the engine takes at once; with one, capture pre-processes the
 next frame meanwhile), and the render stage decodes the boxes, draws, encodes
-once and publishes, in capture order. Viewers only read the published frame; every wait has a
-timeout, so a dead stage or source can never hang a viewer.
+once and publishes, in capture order. Viewers only read the published frame;
+every wait has a timeout, so a dead stage or source can never hang a viewer.
 """
 import collections
 import glob
@@ -634,8 +634,9 @@ class Camera(object):
         with self._detected:
             self.counters["frames_inferred"] += 1
             self._average("inference_ms", inference_ms)
-            if number < self._newest_detected:
-                self.counters["frames_dropped"] += 1  # overtaken by a later frame on another detector
+            if number < self._newest_detected:  # overtaken by a later frame on another detector
+                with self._work:  # the lock under which capture counts its drops
+                    self.counters["frames_dropped"] += 1
                 return
             self._newest_detected = number
             self._to_render = (frame, output, inference_ms, captured_at)
