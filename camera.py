@@ -401,8 +401,7 @@ class Camera(object):
         self._wake = threading.Event()
         # capture -> detect hand-over: the newest frame and uploads waiting for the detector
         self._work = threading.Condition()
-        self._captured = None
-        self._captured_count = 0
+        self._captured = None  # (capture number, frame, blob or None, captured_at)
         self._jobs = collections.deque()
         # detect -> render hand-over
         self._detected = threading.Condition()
@@ -592,9 +591,8 @@ class Camera(object):
         with self._work:
             if self._captured is not None:
                 self.counters["frames_dropped"] += 1  # the detector never saw it: newest wins
-            self._captured_count += 1
-            self._captured = (self._captured_count, frame, blob, captured_at)
             self.counters["frames_captured"] += 1
+            self._captured = (self.counters["frames_captured"], frame, blob, captured_at)
             self.last_capture_at = captured_at
             self._work.notify_all()
 

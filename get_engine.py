@@ -123,9 +123,10 @@ class OnnxRuntimeEngine(Engine):
         # encoding need between inferences.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         cpu_only = [p if isinstance(p, str) else p[0] for p in providers] == ["CPUExecutionProvider"]
-        self.frames_in_flight = int(frames_in_flight) or (2 if cpu_only and usable_cores() >= 2 else 1)
+        cores = usable_cores()
+        self.frames_in_flight = int(frames_in_flight) or (2 if cpu_only and cores >= 2 else 1)
         if self.frames_in_flight > 1:
-            options.intra_op_num_threads = max(1, usable_cores() // self.frames_in_flight)
+            options.intra_op_num_threads = max(1, cores // self.frames_in_flight)
         try:
             self.session = onnxruntime.InferenceSession(model_path, sess_options=options,
                                                         providers=providers)
