@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from camera import Camera, SourceError, SyntheticSource, fastest_encoder, jpeg_encoders, open_source
+from camera import STAGGER, Camera, SourceError, SyntheticSource, fastest_encoder, jpeg_encoders, open_source
 from yolo_tool import Detector
 
 
@@ -201,3 +201,26 @@ def test_frames_in_flight_overlap_and_reach_viewers_in_capture_order(red_square_
     assert stats["frames_inferred"] > stats["frames_published"]  # the overtaken ones
     assert len(prepared) == stats["frames_inferred"] < stats["frames_captured"]
     assert stats["frames_in_flight"] == 2
+
+
+def test_frames_in_flight_start_apart(red_square_model):
+    """Two detectors that started together would finish together, one frame of the
+    two wasted whenever the older finishes last: starts are kept at least STAGGER
+    of the even spacing apart, even when a new frame is there sooner."""
+    detector = Detector(red_square_model, backend="onnxruntime", frames_in_flight=2)
+    infer, starts = detector.engine.infer, []
+
+    def steady_infer(blob):
+        starts.append(time.time())
+        time.sleep(0.1)
+        return infer(blob)
+    detector.engine.infer = steady_infer
+    camera = Camera(open_source("test://?fps=60"), detector).start()
+    try:
+        assert wait_until(lambda: len(starts) >= 16, 10)
+    finally:
+        camera.stop()
+    inference_s = camera.stats()["inference_ms"] / 1000.0
+    assert inference_s >= 0.1
+    gaps = np.diff(starts[4:])  # once the average inference time is known
+    assert gaps.min() >= 0.9 * STAGGER * inference_s / 2, gaps
