@@ -108,6 +108,28 @@ def test_nms_keeps_best_first_and_respects_classes():
     assert data_processing.nms_per_class(boxes, scores, classes, 0.45).tolist() == [1, 2, 3]
 
 
+@pytest.mark.parametrize("count", [0, 1, 40, 500])
+def test_nms_matches_greedy_suppression_by_hand(count):
+    """Few candidates share one IoU matrix, many get one per class: both must give
+    what suppressing box by box, best first, within each class gives."""
+    random = np.random.RandomState(count)
+    corners = random.rand(count, 2) * 0.8
+    boxes = np.hstack([corners, corners + random.rand(count, 2) * 0.3]).astype(np.float32)
+    scores = random.rand(count).astype(np.float32)
+    classes = random.randint(0, 20, count)
+
+    def iou(a, b):
+        inter = max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+    expected = []
+    for index in sorted(range(count), key=lambda i: -scores[i]):
+        if all(classes[k] != classes[index] or iou(boxes[k], boxes[index]) <= 0.45 for k in expected):
+            expected.append(index)
+    assert data_processing.nms_per_class(boxes, scores, classes, 0.45).tolist() == expected
+    if count > data_processing.ONE_MATRIX_MAX:
+        assert len(expected) < count  # some were suppressed: the test can tell
+
+
 def test_preprocess_gives_rgb_nchw_at_the_model_scale():
     frame = np.zeros((480, 640, 3), dtype=np.uint8)
     frame[:, :] = (10, 20, 200)  # BGR: red
