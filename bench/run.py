@@ -139,6 +139,47 @@ def wait_until_idle(server, timeout=10.0):
     time.sleep(0.2)  # the inference under way when it paused
 
 
+class StageSampler(object):
+    """The server's stage times (wait, inference, render) read every half second while
+    viewers watch, for their means over the window: /api/stats averages only the
+    last few frames, and one reading at the end can fall in a slow spell."""
+
+    NAMES = ("wait_ms", "inference_ms", "render_ms")
+
+    def __init__(self, server, delay, interval=0.5):
+        self.server, self.delay, self.interval = server, delay, interval
+        self.samples = []
+        self.stats = {}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample)
+
+    def _sample(self):
+        if self._done.wait(self.delay):
+            return
+        while not self._done.wait(self.interval):
+            self._read()
+
+    def _read(self):
+        self.stats = self.server.stats()
+        self.samples.append([self.stats[name] for name in self.NAMES])
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._thread.join()
+        if not self.samples:  # a window shorter than the delay (--quick): one reading at its end
+            self._read()
+
+
+def stage_means(samplers):
+    """{stage: mean ms} over every sample of `samplers`."""
+    samples = np.array([sample for sampler in samplers for sample in sampler.samples])
+    return dict(zip(StageSampler.NAMES, samples.mean(axis=0)))
+
+
 def bench_stream(results, model_path, seconds, rounds, source_fps=60):
     """(2) one viewer on the development server against bare inference; (4)
     capture-to-receipt latency.
@@ -154,12 +195,14 @@ def bench_stream(results, model_path, seconds, rounds, source_fps=60):
     engine = create_engine(model_path, "onnxruntime", frames_in_flight=0)  # the server's default
     with Server("serve", "--source", "test://?fps={}".format(source_fps), "--model", model_path,
                 "--backend", "onnxruntime", "--idle-stop", "0.5", "--log-level", "WARNING") as server:
-        bare_rates, stream_rates, latencies, cpu, client_cpu, elapsed = [], [], [], {}, 0.0, 0.0
+        bare_rates, stream_rates, latencies, samplers, cpu, client_cpu, elapsed = [], [], [], [], {}, 0.0, 0.0
         for _ in range(rounds):
             wait_until_idle(server)
             bare_rates.append(inference_rate(engine, seconds)[0])
             before, client_before, started = thread_cpu(server.process.pid), own_cpu_seconds(), time.time()
-            rates, round_latencies = watch_many(server.port, 1, seconds, warmup=1.0)
+            with StageSampler(server, delay=1.0) as sampler:
+                rates, round_latencies = watch_many(server.port, 1, seconds, warmup=1.0)
+            samplers.append(sampler)
             after = thread_cpu(server.process.pid)
             elapsed += time.time() - started
             client_cpu += own_cpu_seconds() - client_before
@@ -167,7 +210,6 @@ def bench_stream(results, model_path, seconds, rounds, source_fps=60):
                 cpu[name] = cpu.get(name, 0.0) + after[name] - before.get(name, 0.0)
             stream_rates.append(rates[0])
             latencies += round_latencies
-        stats = server.stats()
         wait_until_idle(server)
         bare_rates.append(inference_rate(engine, seconds)[0])
     engine.close()
@@ -184,27 +226,30 @@ def bench_stream(results, model_path, seconds, rounds, source_fps=60):
     results.add("(2) profile: CPU % of a core by thread (2 cores = 200)", ", ".join(
         "{} {:.0f}".format(name, share) for name, share in sorted(shares.items(), key=lambda i: -i[1])
         if share >= 0.5))
-    add_latency(results, source_fps, latencies, stats)
+    add_latency(results, source_fps, latencies, samplers)
     others = [(fps, in_flight) for in_flight in ("0", "1") for fps in (30, 60)
               if (fps, in_flight) != (source_fps, "0")]
     for fps, in_flight in others:
         with Server("serve", "--source", "test://?fps={}".format(fps), "--model", model_path,
                     "--backend", "onnxruntime", "--frames-in-flight", in_flight, "--log-level", "WARNING") as server:
-            _, latencies = watch_many(server.port, 1, seconds)
-            add_latency(results, fps, latencies, server.stats())
+            with StageSampler(server, delay=2.0) as sampler:
+                _, latencies = watch_many(server.port, 1, seconds)
+            add_latency(results, fps, latencies, [sampler])
 
 
-def add_latency(results, source_fps, latencies, stats):
-    """(4) rows: capture-to-receipt percentiles, and where a frame's time goes."""
+def add_latency(results, source_fps, latencies, samplers):
+    """(4) rows: capture-to-receipt percentiles against the mean inference time over
+    the same window, and where a frame's time goes."""
     p50, p95 = np.percentile(np.array(latencies) * 1000, [50, 95])
-    inference_ms = stats["inference_ms"]
-    setting = "@{} FPS source, {} frame{} at once".format(
-        source_fps, stats["frames_in_flight"], "s" if stats["frames_in_flight"] > 1 else "")
+    stages = stage_means(samplers)
+    inference_ms = stages["inference_ms"]
+    in_flight = samplers[-1].stats["frames_in_flight"]
+    setting = "@{} FPS source, {} frame{} at once".format(source_fps, in_flight, "s" if in_flight > 1 else "")
     results.add("(4) latency {}: p50, p95 (inference {:.1f} ms per frame)".format(setting, inference_ms),
                 "{:.1f}, {:.1f} ms = {:.2f} x inf".format(p50, p95, p95 / inference_ms),
                 "p95 <= 1.5 x inference", p95 <= 1.5 * inference_ms)
     results.add("(4) where it goes {}: wait for the detector, inference, render".format(setting),
-                "{:.1f} + {:.1f} + {:.1f} ms".format(stats["wait_ms"], stats["inference_ms"], stats["render_ms"]))
+                "{:.1f} + {:.1f} + {:.1f} ms".format(stages["wait_ms"], stages["inference_ms"], stages["render_ms"]))
 
 
 def command_line(pid):
