@@ -2,6 +2,7 @@
 import hashlib
 import http.server
 import os
+import socketserver
 import threading
 
 import numpy as np
@@ -103,9 +104,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
+class _ThreadingServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    """http.server.ThreadingHTTPServer, which Python 3.6 lacks (tests/test_python36.py)."""
+    daemon_threads = True
+
+
 @pytest.fixture
 def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd = _ThreadingServer(("127.0.0.1", 0), _Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield "http://127.0.0.1:{}".format(httpd.server_address[1])

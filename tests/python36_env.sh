@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Makes .python36/: Python 3.6 (JetPack 4.6.x on the Jetson Nano) with the runtime's pins for it
+# (the python_version < "3.7" lines of requirements*.txt), where tests/test_python36.py runs the
+# runtime's tests again. Usage: bash tests/python36_env.sh [path of a python3.6]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# pyenv's own 3.6 before PATH's python3.6, which may be a pyenv shim that refuses to run.
+shopt -s nullglob
+found=("${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.6*/bin/python3.6 python3.6)
+python36=${1:-${found[0]}}
+if ! "$python36" -c 'import sys; assert sys.version_info[:2] == (3, 6)' 2>/dev/null; then
+    echo "no Python 3.6 found: give the path of a python3.6 (e.g. pyenv install 3.6.15)" >&2
+    exit 1
+fi
+"$python36" -m venv .python36
+# pip 21.3.1, the last for Python 3.6, knows the manylinux2014 wheels that pip 18 ignores.
+.python36/bin/python -m pip install -q "pip==21.3.1"
+.python36/bin/python -m pip install -q -r requirements-production.txt "pytest==7.0.1"
+echo "Python 3.6 environment ready: $(.python36/bin/python --version 2>&1) in .python36/"
