@@ -90,17 +90,25 @@ def inference_rate(engine, seconds):
     return sum(rates), float(np.mean([1.0 / rate for rate in rates]))
 
 
-def bench_inference(results, model_path, seconds):
-    """(1) bare inference FPS per engine (ONNX Runtime with one and with two frames at once)."""
-    for backend, options in (("onnxruntime", {"frames_in_flight": 1}), ("onnxruntime", {"frames_in_flight": 2}),
-                             ("opencv", {})):
-        engine = create_engine(model_path, backend, **options)
-        try:
-            rate, per_frame = inference_rate(engine, seconds)
-        finally:
+def bench_inference(results, model_path, seconds, rounds):
+    """(1) bare inference FPS per engine (ONNX Runtime with one and with two frames at
+    once, OpenCV DNN), the engines taking turns for `rounds` rounds: the machine's speed
+    drifts over minutes, and one measurement per engine can fall in a slow spell."""
+    engines = [create_engine(model_path, backend, **options) for backend, options in (
+        ("onnxruntime", {"frames_in_flight": 1}), ("onnxruntime", {"frames_in_flight": 2}), ("opencv", {}))]
+    measured = [[] for _ in engines]
+    try:
+        for _ in range(rounds):
+            for engine, rates in zip(engines, measured):
+                rates.append(inference_rate(engine, seconds))
+    finally:
+        for engine in engines:
             engine.close()
-        results.add("(1) bare inference, {} ({})".format(backend, engine.detail),
-                    "{:.1f} FPS, {:.1f} ms per frame".format(rate, per_frame * 1000))
+    for engine, rates in zip(engines, measured):
+        fps, per_frame = np.array(rates).T
+        results.add("(1) bare inference, {} ({}), median of {} rounds".format(engine.name, engine.detail, rounds),
+                    "{:.1f} FPS (rounds {:.1f}-{:.1f}), {:.1f} ms per frame".format(
+                        np.median(fps), fps.min(), fps.max(), np.median(per_frame) * 1000))
 
 
 def bench_postprocess(results, model_path, seconds):
@@ -379,7 +387,7 @@ def main(argv=None):
     results = Results()
     with tempfile.TemporaryDirectory() as workdir:
         model_path = onnx_models.tiny_yolov2(os.path.join(workdir, "tiny_yolov2.onnx"))
-        bench_inference(results, model_path, seconds)
+        bench_inference(results, model_path, seconds, stream_rounds // 2 or 1)
         bench_postprocess(results, model_path, seconds)
         bench_encoders(results, seconds)
         bench_stream(results, model_path, seconds, stream_rounds)
