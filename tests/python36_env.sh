@@ -9,8 +9,14 @@ shopt -s nullglob
 found=("${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.6*/bin/python3.6 python3.6)
 python36=${1:-${found[0]}}
 if ! "$python36" -c 'import sys; assert sys.version_info[:2] == (3, 6)' 2>/dev/null; then
-    echo "no Python 3.6 found: give the path of a python3.6 (e.g. pyenv install 3.6.15)" >&2
-    exit 1
+    if [ $# -gt 0 ]; then
+        echo "$1 is not a Python 3.6" >&2
+        exit 1
+    fi
+    # None here is not an error: the rest of the suite runs, and test_python36.py says why it skipped.
+    echo "no Python 3.6 found (give the path of a python3.6, e.g. from pyenv install 3.6.15):" \
+         "tests/test_python36.py will be skipped" >&2
+    exit 0
 fi
 "$python36" -m venv .python36
 # pip 21.3.1, the last for Python 3.6, knows the manylinux2014 wheels that pip 18 ignores.
