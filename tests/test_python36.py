@@ -1,20 +1,52 @@
 """The runtime's tests again on Python 3.6 with the Jetson Nano's pins (JetPack 4.6.x has
 Python 3.6). vermin (test_compat.py) checks our syntax and standard library; this checks that
-the pinned Flask, NumPy, ONNX Runtime, OpenCV, simplejpeg and uWSGI work with our code."""
+the pinned Flask, NumPy, ONNX, ONNX Runtime, OpenCV, simplejpeg and uWSGI work with our code."""
 import os
+import platform
 import subprocess
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
-ENVIRONMENT = os.path.join(os.path.dirname(TESTS), ".python36", "bin")
+ROOT = os.path.dirname(TESTS)
+ENVIRONMENT = os.path.join(ROOT, ".python36", "bin")
 PYTHON36 = os.path.join(ENVIRONMENT, "python")
 # Every test of the runtime; not the benchmarks, the deployment linters or the GPU.
 RUNTIME_TESTS = ["test_cli.py", "test_decoding.py", "test_model.py", "test_pipeline.py", "test_production.py",
                  "test_server.py", "test_tensorrt.py"]
+needs_python36 = pytest.mark.skipif(not os.path.exists(PYTHON36),
+                                    reason="no Python 3.6 environment: bash tests/python36_env.sh")
 
 
-@pytest.mark.skipif(not os.path.exists(PYTHON36), reason="no Python 3.6 environment: bash tests/python36_env.sh")
+def python36_pins():
+    """{package: version} of the exact pins that requirements*.txt give Python 3.6 on this machine."""
+    environment = {"python_version": "3.6", "platform_machine": platform.machine()}
+    pins = {}
+    for name in ("requirements.txt", "requirements-production.txt"):
+        with open(os.path.join(ROOT, name)) as handle:
+            for line in handle:
+                line = line.split("#")[0].strip()
+                if line and not line.startswith("-"):
+                    requirement = Requirement(line)
+                    if requirement.marker is None or requirement.marker.evaluate(environment):
+                        pins[canonicalize_name(requirement.name)] = str(requirement.specifier).lstrip("=")
+    return pins
+
+
+@needs_python36
+def test_python_3_6_environment_has_the_pins():
+    freeze = subprocess.check_output([PYTHON36, "-m", "pip", "freeze"], universal_newlines=True)
+    installed = dict(line.split("==") for line in freeze.splitlines() if "==" in line)
+    installed = {canonicalize_name(name): version for name, version in installed.items()}
+    pins = python36_pins()
+    assert len(pins) >= 9 and "simplejpeg" in pins and "uwsgi" in pins
+    stale = {name: (version, installed.get(name)) for name, version in pins.items() if installed.get(name) != version}
+    assert not stale, "pinned vs installed {}: run bash tests/python36_env.sh again".format(stale)
+
+
+@needs_python36
 def test_runtime_tests_pass_on_python_3_6_with_its_pins():
     version = subprocess.check_output([PYTHON36, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
     assert version.decode().strip() == "3.6"
