@@ -144,6 +144,8 @@ class Viewer(threading.Thread):
                 body = response.read(int(headers["content-length"]))
                 now = time.time()
                 trailer = response.readline() + response.readline()
+                if self._closing.is_set():
+                    return  # a part that close() cut short is not the server's fault
                 whole = body[:2] == b"\xff\xd8" and body[-2:] == b"\xff\xd9" and trailer == b"\r\n" + boundary + b"\r\n"
                 if whole and self.decode_every and self.frames % self.decode_every == 0:
                     import cv2
