@@ -6,7 +6,8 @@ import shutil
 import subprocess
 
 import pytest
-from packaging.requirements import Requirement
+
+from pins import pins_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCKERFILES = ("Dockerfile", "Dockerfile.x86")
@@ -57,18 +58,6 @@ def test_docker_run_uses_the_gpu_the_camera_and_a_cache_volume():
     for needed in ("--runtime nvidia", "--device", "-v streamdetect-cache:/data", '-p "$port:8080"',
                    "serve --production", "--init"):
         assert needed in text
-
-
-def pins_for(python_version, machine):
-    environment = {"python_version": python_version, "platform_machine": machine}
-    pins = {}
-    for line in read("requirements.txt").splitlines():
-        line = line.split("#")[0].strip()
-        if line:
-            requirement = Requirement(line)
-            if requirement.marker is None or requirement.marker.evaluate(environment):
-                pins[requirement.name.lower()] = str(requirement.specifier)
-    return pins
 
 
 def test_python_3_6_gets_the_last_releases_that_support_it():

@@ -6,8 +6,9 @@ import platform
 import subprocess
 
 import pytest
-from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from pins import pins_for
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
@@ -20,27 +21,13 @@ needs_python36 = pytest.mark.skipif(not os.path.exists(PYTHON36),
                                     reason="no Python 3.6 environment: bash tests/python36_env.sh")
 
 
-def python36_pins():
-    """{package: version} of the exact pins that requirements*.txt give Python 3.6 on this machine."""
-    environment = {"python_version": "3.6", "platform_machine": platform.machine()}
-    pins = {}
-    for name in ("requirements.txt", "requirements-production.txt"):
-        with open(os.path.join(ROOT, name)) as handle:
-            for line in handle:
-                line = line.split("#")[0].strip()
-                if line and not line.startswith("-"):
-                    requirement = Requirement(line)
-                    if requirement.marker is None or requirement.marker.evaluate(environment):
-                        pins[canonicalize_name(requirement.name)] = str(requirement.specifier).lstrip("=")
-    return pins
-
-
 @needs_python36
 def test_python_3_6_environment_has_the_pins():
     freeze = subprocess.check_output([PYTHON36, "-m", "pip", "freeze"], universal_newlines=True)
     installed = dict(line.split("==") for line in freeze.splitlines() if "==" in line)
     installed = {canonicalize_name(name): version for name, version in installed.items()}
-    pins = python36_pins()
+    pins = {name: specifier.lstrip("=") for name, specifier in
+            pins_for("3.6", platform.machine(), ("requirements.txt", "requirements-production.txt")).items()}
     assert len(pins) >= 9 and "simplejpeg" in pins and "uwsgi" in pins
     stale = {name: (version, installed.get(name)) for name, version in pins.items() if installed.get(name) != version}
     assert not stale, "pinned vs installed {}: run bash tests/python36_env.sh again".format(stale)
