@@ -363,10 +363,15 @@ def create_app(settings=None, start=False):
         return None
 
     def detect_upload():
-        if "image" in request.files:
+        # Anything but a multipart form is the image itself, whatever its Content-Type:
+        # `curl --data-binary @photo.jpg` labels it form-urlencoded, and parsing it as a
+        # form would consume it.
+        name = "upload"
+        if request.mimetype == "multipart/form-data":
+            if "image" not in request.files:
+                raise HttpError(400, "the multipart upload has no field 'image'")
+            name = request.files["image"].filename or name
             data = request.files["image"].read()
-        elif request.files:
-            raise HttpError(400, "the multipart upload has no field 'image'")
         else:
             data = request.get_data(cache=False)
         frame = decode_upload(data, max_pixels)
@@ -376,7 +381,6 @@ def create_app(settings=None, start=False):
         except RuntimeError as exc:
             raise HttpError(503, str(exc))
         height, width = frame.shape[:2]
-        name = request.files["image"].filename if "image" in request.files else "upload"
         record = result_record(name, width, height, camera.detector.backend, inference_ms, detections)
         return frame, detections, record, camera
 

@@ -108,6 +108,9 @@ def test_uploads_good_and_bad(server):
     assert record["detections"][0]["label"] == "aeroplane"
     status, record = get_json(server.port, "/api/detect", method="POST", body=jpeg)  # raw body
     assert status == 200 and record["detections"]
+    status, record = get_json(server.port, "/api/detect", method="POST", body=jpeg,  # as curl --data-binary
+                              headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 200 and record["image"] == "upload" and record["detections"]
     status, headers, body = get(server.port, "/api/detect?annotate=1", method="POST", body=jpeg)
     assert status == 200 and headers["Content-Type"] == "image/jpeg"
     assert cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).shape == (240, 320, 3)
