@@ -23,7 +23,7 @@ import warnings
 import cv2
 import numpy as np
 
-from camera import Camera, SourceError, TooManyViewers, encode_opencv, open_source, resolve_source
+from camera import MAX_FPS, MAX_SIDE, Camera, SourceError, TooManyViewers, encode_opencv, open_source, resolve_source
 from get_engine import BACKENDS, PRECISIONS, EngineError, ModelError
 from yolo_tool import DEFAULT_MODEL, NAMED_MODELS, Detector, cache_dir, draw_detections, parse_anchors, \
     read_labels, resolve_model
@@ -39,15 +39,23 @@ def env(name, default):
     return os.environ.get("STREAMDETECT_" + name, default)
 
 
-def count(text):
-    """An argparse type: a whole number, 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError("'{}' is not a whole number of 0 or more".format(text))
-    return value
+def ranged(kind, low, high=None):
+    """An argparse type: a `kind` (int or float) from `low` to `high` (None: no limit)."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= (value if high is None else high):  # NaN fails too
+            raise argparse.ArgumentTypeError("'{}' is not a {} {}".format(
+                text, "whole number" if kind is int else "number",
+                "of {} or more".format(low) if high is None else "from {} to {}".format(low, high)))
+        return value
+    return parse
+
+
+count = ranged(int, 0)
+port = ranged(int, 1, 65535)
 
 
 def add_model_options(parser):
@@ -68,21 +76,18 @@ def add_model_options(parser):
     group.add_argument("--precision", choices=PRECISIONS, default=env("PRECISION", "auto"),
                        help="TensorRT precision; auto = fp16 where the GPU has fast FP16, else fp32 "
                             "(default %(default)s)")
-    group.add_argument("--workspace-mb", type=int, default=env("WORKSPACE_MB", 256),
+    group.add_argument("--workspace-mb", type=ranged(int, 1), default=env("WORKSPACE_MB", 256),
                        help="TensorRT builder workspace in MB (default %(default)s)")
     group.add_argument("--calibration-images", default=env("CALIBRATION_IMAGES", None), metavar="DIR",
                        help="TensorRT --precision int8: folder of typical images to calibrate with")
-    group.add_argument("--conf", type=float, default=env("CONF", 0.5),
+    group.add_argument("--conf", type=ranged(float, 0.0, 1.0), default=env("CONF", 0.5),
                        help="confidence threshold, 0-1 (default %(default)s)")
-    group.add_argument("--iou", type=float, default=env("IOU", 0.45),
+    group.add_argument("--iou", type=ranged(float, 0.0, 1.0), default=env("IOU", 0.45),
                        help="per-class NMS IoU threshold, 0-1 (default %(default)s)")
 
 
 def detector_from_args(args):
     """Build the Detector the model options describe."""
-    for name in ("conf", "iou"):
-        if not 0.0 <= getattr(args, name) <= 1.0:
-            raise ModelError("--{} must be between 0 and 1".format(name))
     in_flight = getattr(args, "frames_in_flight", 1)  # only the server runs frames side by side
     detector = Detector(
         model=args.model,
@@ -714,26 +719,26 @@ COMMANDS = ("serve", "detect", "fetch-model", "build-engine", "check", "compare"
 def add_serve_options(parser):
     group = parser.add_argument_group("server (each also read from $STREAMDETECT_<OPTION>)")
     group.add_argument("--host", default=env("HOST", "0.0.0.0"), help="address to listen on (default %(default)s)")
-    group.add_argument("--port", type=int, default=env("PORT", 8080), help="default %(default)s")
+    group.add_argument("--port", type=port, default=env("PORT", 8080), help="default %(default)s")
     group.add_argument("--source", default=env("SOURCE", "auto"),
                        help="0 or /dev/videoN (USB camera), csi://0 (Jetson CSI camera), rtsp://... or "
                             "http://... (network stream), a video file, a folder of images, or test:// "
                             "(synthetic scene). auto: the first USB camera, else test:// "
                             "(default %(default)s)")
-    group.add_argument("--width", type=int, default=env("WIDTH", 640),
+    group.add_argument("--width", type=ranged(int, 16, MAX_SIDE), default=env("WIDTH", 640),
                        help="capture width asked of cameras (default %(default)s)")
-    group.add_argument("--height", type=int, default=env("HEIGHT", 480),
+    group.add_argument("--height", type=ranged(int, 16, MAX_SIDE), default=env("HEIGHT", 480),
                        help="capture height asked of cameras (default %(default)s)")
-    group.add_argument("--fps", type=float, default=env("FPS", 30),
+    group.add_argument("--fps", type=ranged(float, 0.1, MAX_FPS), default=env("FPS", 30),
                        help="capture rate asked of cameras and test:// (default %(default)s)")
     group.add_argument("--loop", action="store_true", default=env("LOOP", "") not in ("", "0", "false"),
                        help="play a video file again when it ends")
-    group.add_argument("--jpeg-quality", type=int, default=env("JPEG_QUALITY", 80),
+    group.add_argument("--jpeg-quality", type=ranged(int, 1, 100), default=env("JPEG_QUALITY", 80),
                        help="stream JPEG quality 1-100 (default %(default)s)")
-    group.add_argument("--max-viewers", type=int, default=env("MAX_VIEWERS", 100),
+    group.add_argument("--max-viewers", type=count, default=env("MAX_VIEWERS", 100),
                        help="refuse stream viewers beyond this many with 503; 0 = no limit "
                             "(default %(default)s)")
-    group.add_argument("--idle-stop", type=float, default=env("IDLE_STOP", 0), metavar="SECONDS",
+    group.add_argument("--idle-stop", type=ranged(float, 0.0), default=env("IDLE_STOP", 0), metavar="SECONDS",
                        help="pause capture and inference after this long without viewers; 0 = never "
                             "(default %(default)s)")
     group.add_argument("--frames-in-flight", type=count, default=env("FRAMES_IN_FLIGHT", 0), metavar="N",
@@ -741,22 +746,22 @@ def add_serve_options(parser):
                             "the cores; 2 gives more FPS than 1 (no cores wait for each other) at "
                             "about twice the latency; 0 = 2 where there are 2 cores or more "
                             "(default %(default)s)")
-    group.add_argument("--max-upload-mb", type=float, default=env("MAX_UPLOAD_MB", 10),
+    group.add_argument("--max-upload-mb", type=ranged(float, 0.01), default=env("MAX_UPLOAD_MB", 10),
                        help="largest /api/detect upload in MB (default %(default)s)")
     group.add_argument("--production", action="store_true",
                        help="serve through uWSGI behind nginx (both started here, stopped on SIGTERM "
                             "or Ctrl-C) instead of the development server")
-    group.add_argument("--per-client-limit", type=int, default=env("PER_CLIENT_LIMIT", 32),
+    group.add_argument("--per-client-limit", type=ranged(int, 1), default=env("PER_CLIENT_LIMIT", 32),
                        help="--production: nginx's limit of connections per client address "
                             "(default %(default)s)")
-    group.add_argument("--stats-port", type=int, default=env("STATS_PORT", 9191),
+    group.add_argument("--stats-port", type=port, default=env("STATS_PORT", 9191),
                        help="--production: uWSGI stats server port on 127.0.0.1 (default %(default)s)")
     group.add_argument("--tls-cert", default=env("TLS_CERT", None),
                        help="--production: certificate file; adds an HTTPS + HTTP/2 listener")
     group.add_argument("--tls-key", default=env("TLS_KEY", None), help="--production: its key file")
-    group.add_argument("--tls-port", type=int, default=env("TLS_PORT", 8443),
+    group.add_argument("--tls-port", type=port, default=env("TLS_PORT", 8443),
                        help="--production: HTTPS port (default %(default)s)")
-    group.add_argument("--max-upload-pixels", type=int, default=env("MAX_UPLOAD_PIXELS", 40000000),
+    group.add_argument("--max-upload-pixels", type=ranged(int, 1), default=env("MAX_UPLOAD_PIXELS", 40000000),
                        help="largest /api/detect image in pixels (default %(default)s)")
 
 
@@ -822,8 +827,8 @@ def build_parser():
                     "backend, and whether the detections are the same. Exit status 1 if they differ.")
     compare.add_argument("images", nargs="*", metavar="IMAGE")
     compare.add_argument("--backends", help="comma-separated, in order (default: all available)")
-    compare.add_argument("--frames", type=int, default=5, help="test:// frames without images (default %(default)s)")
-    compare.add_argument("--repeat", type=int, default=5, help="timed runs per image (default %(default)s)")
+    compare.add_argument("--frames", type=ranged(int, 1), default=5, help="test:// frames without images (default %(default)s)")
+    compare.add_argument("--repeat", type=ranged(int, 1), default=5, help="timed runs per image (default %(default)s)")
     compare.add_argument("--json", action="store_true", help="print the report as JSON")
     add_model_options(compare)
     compare.set_defaults(handler=cmd_compare)

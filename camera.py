@@ -35,6 +35,11 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".m
 # detectors' time.
 STAGGER = 0.5
 
+# The largest capture asked for: 8K frames, 240 FPS (fast USB cameras). Beyond,
+# a typo would only allocate gigabytes or spin a core.
+MAX_SIDE = 7680
+MAX_FPS = 240.0
+
 
 class SourceError(Exception):
     """A source cannot be opened or read; the message says what to try."""
@@ -226,6 +231,18 @@ def _query(uri):
     return {key: value for key, value in pairs}
 
 
+def _query_number(uri, query, name, kind, default, low, high):
+    """test:// parameter `name` as a `kind` from `low` to `high`, else a SourceError."""
+    text = query.get(name, default)
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        raise SourceError("{}: {}={} is not a number from {} to {}".format(uri, name, text, low, high))
+    return value
+
+
 def open_source(uri, width=640, height=480, fps=30.0, loop=False):
     """URI -> an unopened FrameSource.
 
@@ -236,8 +253,10 @@ def open_source(uri, width=640, height=480, fps=30.0, loop=False):
     size = (int(width), int(height))
     if uri.startswith("test://"):
         query = _query(uri)
-        return SyntheticSource(uri, width=query.get("width", width), height=query.get("height", height),
-                          fps=query.get("fps", fps), die_after=query.get("die_after", 0))
+        return SyntheticSource(uri, width=_query_number(uri, query, "width", int, width, 16, MAX_SIDE),
+                               height=_query_number(uri, query, "height", int, height, 16, MAX_SIDE),
+                               fps=_query_number(uri, query, "fps", float, fps, 0.1, MAX_FPS),
+                               die_after=_query_number(uri, query, "die_after", int, 0, 0, 10 ** 9))
     if uri.isdigit() or uri.startswith("/dev/video"):
         target = int(uri) if uri.isdigit() else uri
         return OpenCVSource(uri, target, cv2.CAP_V4L2, size, fps,

@@ -6,6 +6,7 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -30,6 +31,37 @@ def test_frames_in_flight_must_be_a_count():
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "--frames-in-flight: '-1' is not a whole number of 0 or more" in result.stderr
     assert "frames inferred at once" in run("serve", "--help").stdout
+
+
+def test_out_of_range_settings_are_refused_by_name(capsys):
+    """A typo must not allocate gigabytes (--width 99999), spin a core (--fps -3) or serve nothing."""
+    import app
+    refused = [
+        (["--fps", "0"], "--fps: '0' is not a number from 0.1 to 240.0"),
+        (["--fps", "nan"], "--fps: 'nan' is not a number"),
+        (["--width", "99999"], "--width: '99999' is not a whole number from 16 to 7680"),
+        (["--jpeg-quality", "500"], "--jpeg-quality: '500' is not a whole number from 1 to 100"),
+        (["--port", "70000"], "--port: '70000' is not a whole number from 1 to 65535"),
+        (["--max-viewers", "-1"], "--max-viewers: '-1' is not a whole number of 0 or more"),
+        (["--conf", "1.5"], "--conf: '1.5' is not a number from 0.0 to 1.0"),
+    ]
+    for argv, message in refused:
+        with pytest.raises(SystemExit):
+            app.build_parser().parse_args(["serve"] + argv)
+        assert message in capsys.readouterr().err
+    args = app.build_parser().parse_args(["serve", "--fps", "240", "--width", "16", "--conf", "0"])
+    assert (args.fps, args.width, args.conf) == (240.0, 16, 0.0)
+
+
+def test_out_of_range_test_source_is_a_one_line_error(red_square_model):
+    from camera import SourceError, open_source
+    for uri in ("test://?fps=abc", "test://?width=0", "test://?height=100000", "test://?die_after=-1"):
+        with pytest.raises(SourceError, match="is not a number from"):
+            open_source(uri)
+    assert open_source("test://?width=320&fps=5").width == 320
+    result = run("serve", "--source", "test://?fps=0", "--model", red_square_model, "--port", "1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: test://?fps=0: fps=0 is not a number from 0.1 to 240.0" in result.stderr
 
 
 def test_frames_in_flight_that_a_backend_cannot_run_are_named(red_square_model, caplog):
