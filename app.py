@@ -291,6 +291,23 @@ class Pipeline(object):
             self.camera.stop()
 
 
+def read_body(stream, limit):
+    """A request body of at most `limit` bytes: Werkzeug before 2.3 (Python 3.6's)
+    applies MAX_CONTENT_LENGTH only to forms, and a WSGI read may return less
+    than asked."""
+    from werkzeug.exceptions import RequestEntityTooLarge
+    chunks, size = [], 0
+    while size <= limit:
+        chunk = stream.read(min(1 << 20, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    if size > limit:
+        raise RequestEntityTooLarge()
+    return b"".join(chunks)
+
+
 def decode_upload(data, max_pixels):
     """Uploaded bytes -> BGR image, checking the pixel count before decoding."""
     from PIL import Image
@@ -378,7 +395,7 @@ def create_app(settings=None, start=False):
             name = request.files["image"].filename or name
             data = request.files["image"].read()
         else:
-            data = request.get_data(cache=False)
+            data = read_body(request.stream, app.config["MAX_CONTENT_LENGTH"])
         frame = decode_upload(data, max_pixels)
         camera = pipeline.get()
         try:
