@@ -275,8 +275,11 @@ def open_source(uri, width=640, height=480, fps=30.0, loop=False):
     if os.path.isdir(path):
         return ImageFolderSource(uri, path, fps=fps if fps and fps < 30 else 2.0)
     if os.path.isfile(path):
-        return OpenCVSource(uri, path, cv2.CAP_ANY, hint="is it a video OpenCV can decode?",
-                            live=loop, paced=True, loop=loop)
+        source = OpenCVSource(uri, path, cv2.CAP_ANY, hint="is it a video OpenCV can decode?",
+                              live=loop, paced=True, loop=loop)
+        source.open()  # a file that does not open now will not later: say so at startup
+        source.close()
+        return source
     raise SourceError("source '{}' is not a camera (0, /dev/video0, csi://0), a stream (rtsp://, "
                       "http://), an existing file or folder, or test://".format(uri))
 

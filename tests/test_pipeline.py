@@ -42,9 +42,13 @@ def test_red_square_model_finds_the_test_square(red_square_model):
         assert x1 <= cx <= x2 and y1 <= cy <= y2
 
 
-def test_unknown_source_is_a_clear_error():
+def test_unknown_or_undecodable_source_is_a_clear_error(tmp_path):
     with pytest.raises(SourceError, match="not a camera"):
         open_source("/no/such/video.mp4")
+    garbage = tmp_path / "clip.mp4"
+    garbage.write_bytes(b"not a video" * 100)
+    with pytest.raises(SourceError, match="cannot open .*clip.mp4; is it a video OpenCV can decode"):
+        open_source(str(garbage))
 
 
 def test_video_file_source_plays_and_ends(tmp_path):
