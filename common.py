@@ -86,15 +86,17 @@ class TrtRunner(object):
         with context:
             self.execution = engine.create_execution_context()
             self.stream = cuda.Stream()
-            self.inputs, self.outputs = [], []
+            self.inputs, self.outputs, in_engine_order = [], [], []
             for name, shape, dtype, is_input in io_tensors(trt, engine):
-                (self.inputs if is_input else self.outputs).append(Buffer(cuda, name, shape, dtype))
+                buffer = Buffer(cuda, name, shape, dtype)
+                (self.inputs if is_input else self.outputs).append(buffer)
+                in_engine_order.append(buffer)
             self.tensor_api = uses_tensor_api(engine)
             if self.tensor_api:
-                for buffer in self.inputs + self.outputs:
+                for buffer in in_engine_order:
                     self.execution.set_tensor_address(buffer.name, int(buffer.device))
-            else:
-                self.bindings = [int(b.device) for b in self.inputs + self.outputs]
+            else:  # execute_async_v2 takes the addresses in binding-index order
+                self.bindings = [int(buffer.device) for buffer in in_engine_order]
 
     def run(self, blob):
         """Copy `blob` in, execute, copy every output out; returns the first output."""

@@ -19,8 +19,9 @@ class FakeCuda(object):
     """State shared by one pair of fake modules: what happened, what to break."""
 
     def __init__(self, trt_version="8.6.1", gpu="Fake Nano", capability=(5, 3), fast_fp16=True,
-                 fast_int8=False):
+                 fast_int8=False, outputs_first=False):
         self.trt_version = trt_version
+        self.outputs_first = outputs_first  # engines may number an output before the input
         self.gpu, self.capability = gpu, capability
         self.fast_fp16, self.fast_int8 = fast_fp16, fast_int8
         self.builds = []            # (network flags, config flags, workspace) per build
@@ -227,6 +228,8 @@ class FakeCuda(object):
                 self.io = [(i.name, tuple(i.shape), True) for i in self.session.get_inputs()]
                 outputs = self.session.run(None, {self.io[0][0]: np.zeros(self.io[0][1], np.float32)})
                 self.io += [(o.name, out.shape, False) for o, out in zip(self.session.get_outputs(), outputs)]
+                if fake.outputs_first:
+                    self.io = self.io[1:] + self.io[:1]
 
             def create_execution_context(self):
                 fake.require_context()
@@ -255,10 +258,10 @@ class FakeCuda(object):
                 fake.require_context()
                 if fake.fail_execute:
                     return False
-                name, shape, _ = self.engine.io[0]
+                [(name, shape, _)] = [io for io in self.engine.io if io[2]]
                 data = fake.memory[addresses[name]].view(np.float32).reshape(shape)
                 outputs = self.engine.session.run(None, {name: data})
-                for (out_name, _, _), value in zip(self.engine.io[1:], outputs):
+                for (out_name, _, _), value in zip([io for io in self.engine.io if not io[2]], outputs):
                     fake.memory[addresses[out_name]][:] = value.astype(np.float32).view(np.uint8).ravel()
                 return True
 

@@ -53,6 +53,14 @@ def test_build_run_and_reuse_the_cached_engine(version, monkeypatch, tmp_path, s
     assert workspace == 256 << 20
 
 
+@pytest.mark.parametrize("version", ["8.2.1", "10.3.0"])
+def test_an_engine_that_numbers_its_output_first_still_runs(version, monkeypatch, tmp_path, small_model, blob):
+    engine = open_engine(FakeCuda(trt_version=version, outputs_first=True), monkeypatch, small_model, tmp_path)
+    expected = create_engine(small_model, "onnxruntime").infer(blob)
+    np.testing.assert_allclose(engine.infer(blob), expected, atol=1e-5)
+    engine.close()
+
+
 def test_cache_key_changes_with_every_ingredient():
     base = ("a" * 64, "8.2.1", "NVIDIA Tegra X1", "5.3", "fp16", (1, 3, 416, 416))
     keys = {engine_cache_key(*base)}
