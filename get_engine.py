@@ -179,10 +179,15 @@ def file_sha256(path):
     return digest.hexdigest()
 
 
-def engine_cache_key(onnx_sha256, trt_version, gpu_name, compute_capability, precision, input_shape):
-    """A short key naming everything an engine is only valid for."""
-    ingredients = "|".join([onnx_sha256, trt_version, gpu_name, compute_capability, precision,
-                            "x".join(str(d) for d in input_shape)])
+def engine_cache_key(onnx_sha256, trt_version, gpu_name, compute_capability, precision, input_shape,
+                     calibration_scale=None):
+    """A short key naming everything an engine is only valid for (an INT8 engine:
+    also the input scale its calibration images were multiplied by)."""
+    ingredients = [onnx_sha256, trt_version, gpu_name, compute_capability, precision,
+                   "x".join(str(d) for d in input_shape)]
+    if calibration_scale is not None:
+        ingredients.append(repr(float(calibration_scale)))
+    ingredients = "|".join(ingredients)
     return hashlib.sha256(ingredients.encode()).hexdigest()[:16]
 
 
@@ -234,7 +239,8 @@ class TensorRTEngine(Engine):
 
     name = "tensorrt"
 
-    def __init__(self, model_path, cache_folder, precision="auto", workspace_mb=256, calibration_images=None):
+    def __init__(self, model_path, cache_folder, precision="auto", workspace_mb=256, calibration_images=None,
+                 input_scale=1.0):
         super(TensorRTEngine, self).__init__(model_path)
         trt, cuda = import_tensorrt()
         import common
@@ -247,13 +253,14 @@ class TensorRTEngine(Engine):
                 builder = trt.Builder(self.logger)
                 self.precision = self._choose_precision(builder, precision)
                 key = engine_cache_key(file_sha256(model_path), trt.__version__, gpu_name, capability,
-                                       self.precision, self.input_shape)
+                                       self.precision, self.input_shape,
+                                       input_scale if self.precision == "int8" else None)
                 stem = os.path.splitext(os.path.basename(model_path))[0]
                 self.engine_path = os.path.join(cache_folder,
                                                 "{}-{}-{}.engine".format(stem, self.precision, key))
                 engine = self._load_cached()
                 if engine is None:
-                    serialized = self._build(builder, workspace_mb, calibration_images)
+                    serialized = self._build(builder, workspace_mb, calibration_images, input_scale)
                     write_atomically(self.engine_path, serialized)
                     log.info("engine saved to %s", self.engine_path)
                     engine = trt.Runtime(self.logger).deserialize_cuda_engine(serialized)
@@ -325,7 +332,7 @@ class TensorRTEngine(Engine):
         with open(self.model_path, "rb") as handle:
             return handle.read()
 
-    def _build(self, builder, workspace_mb, calibration_images):
+    def _build(self, builder, workspace_mb, calibration_images, input_scale):
         trt = self.trt
         flags = 0
         major = int(trt.__version__.split(".")[0])
@@ -354,7 +361,7 @@ class TensorRTEngine(Engine):
         elif self.precision == "int8":
             import common
             config.int8_calibrator = common.make_calibrator(
-                trt, self.cuda, calibration_batches(calibration_images, self.input_shape),
+                trt, self.cuda, calibration_batches(calibration_images, self.input_shape, input_scale),
                 self.engine_path + ".calibration")
             config.set_flag(trt.BuilderFlag.INT8)
         what = "building the TensorRT engine ({}, workspace {} MB)".format(self.precision, workspace_mb)
@@ -377,7 +384,7 @@ class TensorRTEngine(Engine):
             runner.release()
 
 
-def calibration_batches(folder, input_shape, limit=200):
+def calibration_batches(folder, input_shape, input_scale, limit=200):
     """INT8 calibration input: up to `limit` images of `folder`, pre-processed like frames."""
     import cv2
     import data_processing
@@ -390,7 +397,7 @@ def calibration_batches(folder, input_shape, limit=200):
     for path in paths:
         image = cv2.imread(path, cv2.IMREAD_COLOR)
         if image is not None:
-            batches.append(data_processing.preprocess(image, (height, width)))
+            batches.append(data_processing.preprocess(image, (height, width), input_scale))
     if not batches:
         raise EngineError("--calibration-images {} has no images OpenCV can read".format(folder))
     return batches
@@ -456,7 +463,7 @@ AUTO_ORDER = (("tensorrt", _tensorrt_reason), ("onnxruntime", _onnxruntime_reaso
 ENGINES = {"tensorrt": TensorRTEngine, "onnxruntime": OnnxRuntimeEngine, "opencv": OpenCVEngine}
 # The `create_engine` options each backend takes (cache_folder: where ONNX Runtime's
 # TensorRT provider and our TensorRT engine keep their built engines).
-ENGINE_OPTIONS = {"tensorrt": ("cache_folder", "precision", "workspace_mb", "calibration_images"),
+ENGINE_OPTIONS = {"tensorrt": ("cache_folder", "precision", "workspace_mb", "calibration_images", "input_scale"),
                   "onnxruntime": ("cache_folder", "frames_in_flight"), "opencv": ()}
 
 

@@ -224,7 +224,7 @@ class Detector(object):
         self.iou_threshold = iou_threshold
         self.engine = create_engine(self.model_path, backend, cache_folder=cache_dir("engines"),
                                     precision=precision, workspace_mb=workspace_mb,
-                                    calibration_images=calibration_images,
+                                    calibration_images=calibration_images, input_scale=input_scale,
                                     frames_in_flight=frames_in_flight)
         self.backend = self.engine.name
         _, _, self.input_h, self.input_w = self.engine.input_shape

@@ -28,6 +28,7 @@ class FakeCuda(object):
         self.fail_build = False
         self.parser_errors = []
         self.fail_execute = False
+        self.calibration_maxima = []  # the largest input value of each INT8 calibration batch
         self.memory = {}
         self.local = threading.local()
         self.pushes = self.pops = 0
@@ -197,6 +198,12 @@ class FakeCuda(object):
                 fake.builds.append((network.flags, set(config.flags), workspace))
                 if fake.fail_build:
                     return None
+                calibrator = config.int8_calibrator
+                while calibrator is not None:
+                    pointers = calibrator.get_batch(["image"])
+                    if pointers is None:
+                        break
+                    fake.calibration_maxima.append(float(fake.memory[pointers[0]].view(np.float32).max()))
                 return MAGIC + network.onnx
 
         class ParserError(object):

@@ -62,10 +62,11 @@ def test_an_engine_that_numbers_its_output_first_still_runs(version, monkeypatch
 
 
 def test_cache_key_changes_with_every_ingredient():
-    base = ("a" * 64, "8.2.1", "NVIDIA Tegra X1", "5.3", "fp16", (1, 3, 416, 416))
+    base = ("a" * 64, "8.2.1", "NVIDIA Tegra X1", "5.3", "fp16", (1, 3, 416, 416), None)
     keys = {engine_cache_key(*base)}
     variants = [("b" * 64,), (None, "8.2.3"), (None, None, "Orin"), (None, None, None, "8.7"),
-                (None, None, None, None, "fp32"), (None, None, None, None, None, (1, 3, 320, 320))]
+                (None, None, None, None, "fp32"), (None, None, None, None, None, (1, 3, 320, 320)),
+                (None, None, None, None, None, None, 1 / 255.0)]
     for variant in variants:
         changed = list(base)
         for index, value in enumerate(variant):
@@ -191,6 +192,12 @@ def test_int8_calibrates_from_a_folder_of_images(monkeypatch, tmp_path, small_mo
     engine = open_engine(fake, monkeypatch, small_model, tmp_path, precision="int8",
                          calibration_images=str(images))
     assert engine.precision == "int8" and fake.builds[0][1] == {1}  # BuilderFlag.INT8
+    assert fake.calibration_maxima == [0.0, 60.0, 120.0]
+    # A model trained on 0-1 pixels is calibrated on 0-1 pixels, in an engine of its own.
+    open_engine(fake, monkeypatch, small_model, tmp_path, precision="int8", calibration_images=str(images),
+                input_scale=1 / 255.0)
+    assert len(fake.builds) == 2 and len(engine_files(tmp_path)) == 2
+    assert np.allclose(fake.calibration_maxima[3:], [0.0, 60 / 255.0, 120 / 255.0])
 
 
 def test_tensorrt_11_fp16_needs_a_converted_model(monkeypatch, tmp_path, small_model):
