@@ -18,11 +18,19 @@ ENV DEBIAN_FRONTEND=noninteractive \
     STREAMDETECT_HOME=/data \
     STREAMDETECT_PORT=8080
 
-# JetPack's OpenCV (libopencv-python, from NVIDIA's L4T apt repository) has GStreamer, which
-# csi:// cameras need; nginx serves the stream; the rest builds uWSGI and pycuda.
-RUN apt-get update && apt-get install -y --no-install-recommends \
+# JetPack's OpenCV (libopencv-python 4.1.1) has GStreamer, which csi:// cameras need. It comes
+# from NVIDIA's L4T apt repository, which the flashed Nano lists but l4t-base does not: its key
+# and its "common" component are added first. nginx serves the stream; the rest builds uWSGI
+# and pycuda.
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
+    && curl -fsSL https://repo.download.nvidia.com/jetson/jetson-ota-public.asc \
+        -o /etc/apt/trusted.gpg.d/jetson-ota-public.asc \
+    && echo "deb https://repo.download.nvidia.com/jetson/common r32.7 main" \
+        > /etc/apt/sources.list.d/nvidia-l4t-apt-source.list \
+    && apt-get update && apt-get install -y --no-install-recommends \
         python3 python3-dev python3-pip python3-setuptools build-essential \
-        libopencv-python gstreamer1.0-plugins-good nginx ca-certificates \
+        libopencv-python gstreamer1.0-plugins-good nginx \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app

@@ -48,6 +48,10 @@ def test_jetson_image_follows_the_jetpack_facts():
     text = read("Dockerfile")
     assert "FROM nvcr.io/nvidia/l4t-base:r32.7" in text
     assert "OPENBLAS_CORETYPE=ARMV8" in text
+    # l4t-base lists no NVIDIA apt repository: JetPack's OpenCV needs its key and source first
+    key, source, opencv = (text.index(needle) for needle in (
+        "-o /etc/apt/trusted.gpg.d/jetson-ota-public.asc", "jetson/common r32.7 main", "libopencv-python gstreamer"))
+    assert key < source < opencv
     assert "upgrade \"pip==21.3.1\"" in text
     assert "/usr/local/cuda/bin" in text and "CPATH=/usr/local/cuda/include" in text
     assert "pycuda==2022.1" in read("requirements-jetson.txt")
