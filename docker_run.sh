@@ -3,21 +3,24 @@
 # the CPU. The model and built engines live in the volume "streamdetect-cache", so a restart
 # neither downloads nor rebuilds.
 #
-#   ./docker_run.sh [--build] [--port 8080] [--device /dev/video0] [-- SERVE OPTIONS...]
+#   ./docker_run.sh [--build] [--detach] [--port 8080] [--device /dev/video0] [-- SERVE OPTIONS...]
 #   ./docker_run.sh -- --source rtsp://camera/stream --conf 0.4
+# --detach runs it in the background, restarted after a crash or a reboot (docker logs -f streamdetect).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 port=8080
 device=/dev/video0
 build=0
+detach=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --build) build=1 ;;
+        --detach) detach=1 ;;
         --port) port="$2"; shift ;;
         --device) device="$2"; shift ;;
         --) shift; break ;;
-        -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "docker_run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -48,11 +51,18 @@ for name in $(compgen -e | grep '^STREAMDETECT_' || true); do
     environment+=(-e "$name")
 done
 
-tty=()
-if [ -t 0 ]; then
-    tty=(-it)
+if [ "$detach" = 1 ]; then
+    mode=(--detach --restart unless-stopped)
+    if docker container inspect streamdetect >/dev/null 2>&1; then
+        echo "docker_run.sh: replacing the running container streamdetect" >&2
+        docker rm -f streamdetect >/dev/null
+    fi
+elif [ -t 0 ]; then
+    mode=(--rm -it)
+else
+    mode=(--rm)
 fi
 
-exec docker run --rm "${tty[@]}" --init --name streamdetect "${runtime[@]}" "${devices[@]}" "${environment[@]}" \
+exec docker run "${mode[@]}" --init --name streamdetect "${runtime[@]}" "${devices[@]}" "${environment[@]}" \
     -p "$port:8080" -v streamdetect-cache:/data "$image" \
     python3 app.py serve --production "$@"
