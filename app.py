@@ -34,9 +34,19 @@ USER_ERRORS = (ModelError, EngineError, SourceError)
 BOUNDARY = "frame"
 
 
+class FromEnvironment(str):
+    """A setting as an environment variable gave it, so that an error can name the variable."""
+
+    def __new__(cls, value, variable):
+        text = str.__new__(cls, value)
+        text.variable = variable
+        return text
+
+
 def env(name, default):
     """A setting's default: $STREAMDETECT_<NAME> when set, else `default`."""
-    return os.environ.get("STREAMDETECT_" + name, default)
+    variable = "STREAMDETECT_" + name
+    return FromEnvironment(os.environ[variable], variable) if variable in os.environ else default
 
 
 def ranged(kind, low, high=None):
@@ -47,8 +57,9 @@ def ranged(kind, low, high=None):
         except ValueError:
             value = None
         if value is None or not low <= value <= (value if high is None else high):  # NaN fails too
-            raise argparse.ArgumentTypeError("'{}' is not a {} {}".format(
-                text, "whole number" if kind is int else "number",
+            raise argparse.ArgumentTypeError("'{}'{} is not a {} {}".format(
+                text, " (from ${})".format(text.variable) if isinstance(text, FromEnvironment) else "",
+                "whole number" if kind is int else "number",
                 "of {} or more".format(low) if high is None else "from {} to {}".format(low, high)))
         return value
     return parse

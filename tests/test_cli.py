@@ -33,7 +33,7 @@ def test_frames_in_flight_must_be_a_count():
     assert "frames inferred at once" in run("serve", "--help").stdout
 
 
-def test_out_of_range_settings_are_refused_by_name(capsys):
+def test_out_of_range_settings_are_refused_by_name(capsys, monkeypatch):
     """A typo must not allocate gigabytes (--width 99999), spin a core (--fps -3) or serve nothing."""
     import app
     refused = [
@@ -51,6 +51,11 @@ def test_out_of_range_settings_are_refused_by_name(capsys):
         assert message in capsys.readouterr().err
     args = app.build_parser().parse_args(["serve", "--fps", "240", "--width", "16", "--conf", "0"])
     assert (args.fps, args.width, args.conf) == (240.0, 16, 0.0)
+    monkeypatch.setenv("STREAMDETECT_FPS", "abc")
+    with pytest.raises(SystemExit):
+        app.build_parser().parse_args(["serve"])
+    assert "--fps: 'abc' (from $STREAMDETECT_FPS) is not a number" in capsys.readouterr().err
+    assert app.build_parser().parse_args(["serve", "--fps", "12"]).fps == 12.0
 
 
 def test_out_of_range_test_source_is_a_one_line_error(red_square_model):
