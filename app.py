@@ -656,6 +656,21 @@ def _die_with_parent():
         pass
 
 
+def require_free_port(host, number, option):
+    """An error naming the option now, rather than nginx or uWSGI failing to bind later
+    (a second instance would collide on the default --stats-port, say)."""
+    import socket
+    probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as nginx and uWSGI bind
+        probe.bind((host or "0.0.0.0", number))
+    except OSError as exc:
+        raise EngineError("cannot listen on {}:{} ({}); is another server (another streamdetect?) "
+                          "using it? Pass another {}".format(host or "0.0.0.0", number, exc.strerror, option))
+    finally:
+        probe.close()
+
+
 def serve_production(args):
     """uWSGI (the app) behind nginx, both in the foreground, stopped together."""
     uwsgi, nginx = shutil.which("uwsgi"), shutil.which("nginx") or (
@@ -665,6 +680,11 @@ def serve_production(args):
                           "apt-get install nginx); or run without --production")
     if args.tls_cert and not args.tls_key:
         raise EngineError("--tls-cert needs --tls-key")
+    listeners = [(args.host, args.port, "--port"), ("127.0.0.1", args.stats_port, "--stats-port")]
+    if args.tls_cert:
+        listeners.append((args.host, args.tls_port, "--tls-port"))
+    for host, number, option in listeners:
+        require_free_port(host, number, option)
     resolve_model(args.model)  # download here, in the foreground, with its progress bar
     run_dir = run_directory(args.port)
     write_production_configs(args, run_dir, nginx)

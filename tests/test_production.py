@@ -87,7 +87,17 @@ def test_uploads_through_nginx(stack):
                               headers={"Content-Type": "application/octet-stream"})
     assert status == 413 and "larger than 1 MB" in record["error"]
     status, headers, body = get(stack.port, "/static/live.js")
-    assert status == 200 and b"api/stats" in body or b"dataset.stats" in body
+    assert status == 200 and b"api/stats" in body
+
+
+def test_long_urls_are_answered_by_the_app_not_with_a_gateway_error(stack):
+    """uWSGI's default 4 KB request buffer made nginx answer a 5,000-character URL with 502."""
+    status, record = get_json(stack.port, "/api/stats?" + "x=1&" * 1500)
+    assert status == 200 and record["state"] == "streaming"
+    status, record = get_json(stack.port, "/" + "a" * 6000)
+    assert status == 404 and "Not Found" in record["error"]
+    status, _, _ = get(stack.port, "/" + "a" * 9000)  # beyond nginx's 8 KB request line
+    assert status == 414
 
 
 def test_chromium_sees_the_stream_move_through_nginx(stack, tmp_path):
@@ -114,6 +124,27 @@ def test_chromium_sees_the_stream_move_through_nginx(stack, tmp_path):
     assert yellow.sum() > 30
     if os.environ.get("STREAMDETECT_KEEP_SCREENSHOT"):
         shutil.copy(str(tmp_path / "page.png"), os.environ["STREAMDETECT_KEEP_SCREENSHOT"])
+
+
+def test_a_taken_port_is_named_before_anything_starts(red_square_model):
+    import socket
+    import subprocess
+    import sys
+    from streaming import ROOT
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    number = taken.getsockname()[1]
+    try:
+        result = subprocess.run(
+            [sys.executable, os.path.join(ROOT, "app.py"), "serve", "--production", "--model", red_square_model,
+             "--source", "test://", "--port", str(free_port()), "--stats-port", str(number)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+    finally:
+        taken.close()
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "cannot listen on 127.0.0.1:{} (Address already in use)".format(number) in result.stderr
+    assert "Pass another --stats-port" in result.stderr and "starting uWSGI" not in result.stderr
 
 
 def processes_mentioning(text):
