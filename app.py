@@ -635,6 +635,7 @@ def write_production_configs(args, run_dir, nginx):
         "APP_DIR": APP_DIR, "RUN_DIR": run_dir, "THREADS": args.max_viewers + 16 if args.max_viewers else 256,
         "SOCKET_OWNER": owner, "STATS_PORT": args.stats_port, "USER_LINE": user_line,
         "LISTEN": listen, "TLS_SERVER": tls, "MAX_BODY": "{}k".format(int(args.max_upload_mb * 1024) + 1024),
+        "MAX_UPLOAD_MB": "{:g}".format(args.max_upload_mb),
         "PER_CLIENT": args.per_client_limit, "NGINX_CONF_DIR": nginx_conf_dir(nginx),
     }
     static = os.path.join(run_dir, "static")  # a copy nginx's workers can read wherever the app lives

@@ -100,6 +100,21 @@ def test_long_urls_are_answered_by_the_app_not_with_a_gateway_error(stack):
     assert status == 414
 
 
+def test_chunked_uploads_through_nginx(stack):
+    """curl -H 'Transfer-Encoding: chunked' and streaming clients send no Content-Length."""
+    import cv2
+    import numpy as np
+    scene = np.full((240, 320, 3), 90, np.uint8)
+    cv2.rectangle(scene, (100, 60), (180, 160), (0, 0, 255), -1)
+    jpeg = cv2.imencode(".jpg", scene)[1].tobytes()
+    status, record = get_json(stack.port, "/api/detect", method="POST", body=iter([jpeg[:1000], jpeg[1000:]]))
+    assert status == 200 and record["detections"][0]["label"] == "aeroplane"
+    for size in (1200000, 2500000):  # over the app's 1 MB; over nginx's limit (the app's + 1 MB)
+        status, record = get_json(stack.port, "/api/detect", method="POST", body=iter([np.random.bytes(size)]),
+                                  headers={"Content-Type": "application/octet-stream"})
+        assert status == 413 and record["error"] == "upload is larger than 1 MB (--max-upload-mb)", size
+
+
 def test_chromium_sees_the_stream_move_through_nginx(stack, tmp_path):
     import cv2
     import numpy as np
@@ -124,6 +139,23 @@ def test_chromium_sees_the_stream_move_through_nginx(stack, tmp_path):
     assert yellow.sum() > 30
     if os.environ.get("STREAMDETECT_KEEP_SCREENSHOT"):
         shutil.copy(str(tmp_path / "page.png"), os.environ["STREAMDETECT_KEEP_SCREENSHOT"])
+
+
+def test_a_client_over_its_connection_limit_gets_json(red_square_model):
+    with production(red_square_model, "--per-client-limit", "2") as server:
+        viewers = [Viewer(server.port) for _ in range(2)]
+        for viewer in viewers:
+            viewer.start()
+        try:
+            deadline = time.time() + 10  # /api/stats would be the third connection: watch the viewers
+            while min(viewer.frames for viewer in viewers) == 0 and time.time() < deadline:
+                time.sleep(0.05)
+            assert all(viewer.frames for viewer in viewers)
+            status, record = get_json(server.port, "/api/stats")
+            assert status == 503 and record["error"] == "too many connections from your address (--per-client-limit 2)"
+        finally:
+            for viewer in viewers:
+                viewer.close()
 
 
 def test_a_taken_port_is_named_before_anything_starts(red_square_model):
