@@ -66,7 +66,7 @@ def ranged(kind, low, high=None):
 
 
 count = ranged(int, 0)
-port = ranged(int, 1, 65535)
+port_number = ranged(int, 1, 65535)
 
 
 def add_model_options(parser):
@@ -768,7 +768,7 @@ COMMANDS = ("serve", "detect", "fetch-model", "build-engine", "check", "compare"
 def add_serve_options(parser):
     group = parser.add_argument_group("server (each also read from $STREAMDETECT_<OPTION>)")
     group.add_argument("--host", default=env("HOST", "0.0.0.0"), help="address to listen on (default %(default)s)")
-    group.add_argument("--port", type=port, default=env("PORT", 8080), help="default %(default)s")
+    group.add_argument("--port", type=port_number, default=env("PORT", 8080), help="default %(default)s")
     group.add_argument("--source", default=env("SOURCE", "auto"),
                        help="0 or /dev/videoN (USB camera), csi://0 (Jetson CSI camera), rtsp://... or "
                             "http://... (network stream), a video file, a folder of images, or test:// "
@@ -803,12 +803,12 @@ def add_serve_options(parser):
     group.add_argument("--per-client-limit", type=ranged(int, 1), default=env("PER_CLIENT_LIMIT", 32),
                        help="--production: nginx's limit of connections per client address "
                             "(default %(default)s)")
-    group.add_argument("--stats-port", type=port, default=env("STATS_PORT", 9191),
+    group.add_argument("--stats-port", type=port_number, default=env("STATS_PORT", 9191),
                        help="--production: uWSGI stats server port on 127.0.0.1 (default %(default)s)")
     group.add_argument("--tls-cert", default=env("TLS_CERT", None),
                        help="--production: certificate file; adds an HTTPS + HTTP/2 listener")
     group.add_argument("--tls-key", default=env("TLS_KEY", None), help="--production: its key file")
-    group.add_argument("--tls-port", type=port, default=env("TLS_PORT", 8443),
+    group.add_argument("--tls-port", type=port_number, default=env("TLS_PORT", 8443),
                        help="--production: HTTPS port (default %(default)s)")
     group.add_argument("--max-upload-pixels", type=ranged(int, 1), default=env("MAX_UPLOAD_PIXELS", 40000000),
                        help="largest /api/detect image in pixels (default %(default)s)")
