@@ -125,15 +125,32 @@ def result_record(image, width, height, backend, inference_ms, detections):
             "inference_ms": round(inference_ms, 2), "detections": [d.to_dict() for d in detections]}
 
 
+def annotated_path(out, path):
+    """Where `detect --out` writes the annotated copy of `path`."""
+    stem, ext = os.path.splitext(os.path.basename(path))
+    return os.path.join(out, stem + (ext if ext.lower() in (".jpg", ".jpeg", ".png", ".bmp") else ".jpg"))
+
+
 def cmd_detect(args):
-    detector = detector_from_args(args)
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
+        clobbered = [path for path in args.images
+                     if os.path.abspath(annotated_path(args.out, path)) == os.path.abspath(path)]
+        if clobbered:
+            print("error: --out {} would overwrite {} with its annotated copy; choose another folder"
+                  .format(args.out, clobbered[0]), file=sys.stderr)
+            return 2
+        try:
+            os.makedirs(args.out, exist_ok=True)
+        except OSError as exc:
+            print("error: cannot create --out {}: {}".format(args.out, exc.strerror), file=sys.stderr)
+            return 2
+    detector = detector_from_args(args)
     failures = 0
     for path in args.images:
         frame = cv2.imread(path, cv2.IMREAD_COLOR) if os.path.isfile(path) else None
         if frame is None:
-            reason = "no such file" if not os.path.exists(path) else "not an image OpenCV can read"
+            reason = ("no such file" if not os.path.exists(path) else "a folder, not an image"
+                      if os.path.isdir(path) else "not an image OpenCV can read")
             print("error: {}: {}".format(path, reason), file=sys.stderr)
             failures += 1
             continue
@@ -142,10 +159,10 @@ def cmd_detect(args):
         print(json.dumps(result_record(path, width, height, detector.backend, inference_ms,
                                        detections)), flush=True)
         if args.out:
-            stem, ext = os.path.splitext(os.path.basename(path))
-            ext = ext if ext.lower() in (".jpg", ".jpeg", ".png", ".bmp") else ".jpg"
-            cv2.imwrite(os.path.join(args.out, stem + ext),
-                        draw_detections(frame, detections, detector.colors))
+            target = annotated_path(args.out, path)
+            if not cv2.imwrite(target, draw_detections(frame, detections, detector.colors)):
+                print("error: {}: cannot write {}".format(path, target), file=sys.stderr)
+                failures += 1
     return 1 if failures else 0
 
 

@@ -69,6 +69,23 @@ def test_out_of_range_test_source_is_a_one_line_error(red_square_model):
     assert "error: test://?fps=0: fps=0 is not a number from 0.1 to 240.0" in result.stderr
 
 
+def test_detect_never_overwrites_its_inputs_and_reports_what_it_cannot_write(tmp_path, red_square_model):
+    scene = tmp_path / "scene.png"
+    cv2.imwrite(str(scene), np.full((60, 80, 3), 90, np.uint8))
+    original = scene.read_bytes()
+    result = run("detect", str(scene), "--out", str(tmp_path), "--model", red_square_model)
+    assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
+    assert "would overwrite {} with its annotated copy".format(scene) in result.stderr
+    assert scene.read_bytes() == original
+    result = run("detect", str(scene), "--out", str(scene / "out"), "--model", red_square_model)
+    assert result.returncode == 2 and "error: cannot create --out" in result.stderr
+    result = run("detect", str(scene), str(tmp_path), "--out", "/proc/self", "--model", red_square_model)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert json.loads(result.stdout)["image"] == str(scene)  # still detected and printed
+    assert "cannot write /proc/self/scene.png" in result.stderr
+    assert "{}: a folder, not an image".format(tmp_path) in result.stderr
+
+
 def test_frames_in_flight_that_a_backend_cannot_run_are_named(red_square_model, caplog):
     import app
     args = app.build_parser().parse_args(["serve", "--model", red_square_model, "--backend", "opencv",
