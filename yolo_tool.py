@@ -155,7 +155,11 @@ def resolve_model(model):
         if os.path.isfile(path) and os.path.getsize(path) == spec.size:
             return path
         url = os.environ.get("STREAMDETECT_MODEL_URL") or spec.url
-        log.info("model %s not in %s yet; downloading %s", model, os.path.dirname(path), url)
+        if os.path.isfile(path):
+            log.warning("model file %s is incomplete (%d of %d bytes); downloading it again from %s",
+                        path, os.path.getsize(path), spec.size, url)
+        else:
+            log.info("model %s not in %s yet; downloading %s", model, os.path.dirname(path), url)
         return download(url, path, spec.sha256, spec.size)
     if not os.path.isfile(model):
         raise ModelError("model '{}' is neither a file nor a known name ({}); pass --model PATH "

@@ -162,6 +162,18 @@ def test_named_model_downloads_once_into_the_cache(server, tmp_path, monkeypatch
     assert resolve_model("fake") == path  # cached: no second download
 
 
+def test_an_incomplete_cached_model_is_downloaded_again(server, tmp_path, monkeypatch, caplog):
+    spec = yolo_tool.NamedModel("fake.onnx", server + "/good", PAYLOAD_SHA, len(PAYLOAD),
+                                yolo_tool.VOC_LABELS, yolo_tool.VOC_ANCHORS, 1.0)
+    monkeypatch.setitem(yolo_tool.NAMED_MODELS, "fake", spec)
+    monkeypatch.setenv("STREAMDETECT_HOME", str(tmp_path))
+    cached = tmp_path / "models" / "fake.onnx"
+    cached.parent.mkdir()
+    cached.write_bytes(PAYLOAD[:10])  # what a copy cut short by a full disk would leave
+    assert resolve_model("fake") == str(cached) and cached.read_bytes() == PAYLOAD
+    assert "is incomplete (10 of {} bytes); downloading it again".format(len(PAYLOAD)) in caplog.text
+
+
 def test_onnxruntime_prefers_its_gpu_providers_when_present():
     from get_engine import onnxruntime_providers
     assert onnxruntime_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
