@@ -187,8 +187,7 @@ def engine_cache_key(onnx_sha256, trt_version, gpu_name, compute_capability, pre
                    "x".join(str(d) for d in input_shape)]
     if calibration_scale is not None:
         ingredients.append(repr(float(calibration_scale)))
-    ingredients = "|".join(ingredients)
-    return hashlib.sha256(ingredients.encode()).hexdigest()[:16]
+    return hashlib.sha256("|".join(ingredients).encode()).hexdigest()[:16]
 
 
 def write_atomically(path, data):
