@@ -133,12 +133,18 @@ def annotated_path(out, path):
 
 def cmd_detect(args):
     if args.out:
-        clobbered = [path for path in args.images
-                     if os.path.abspath(annotated_path(args.out, path)) == os.path.abspath(path)]
-        if clobbered:
-            print("error: --out {} would overwrite {} with its annotated copy; choose another folder"
-                  .format(args.out, clobbered[0]), file=sys.stderr)
-            return 2
+        written_by = {}  # annotated copy -> its input
+        for path in args.images:
+            target = os.path.abspath(annotated_path(args.out, path))
+            if target == os.path.abspath(path):
+                print("error: --out {} would overwrite {} with its annotated copy; choose another folder"
+                      .format(args.out, path), file=sys.stderr)
+                return 2
+            other = written_by.setdefault(target, path)
+            if os.path.abspath(other) != os.path.abspath(path):
+                print("error: {} and {} would both be written to {}; run them with separate --out folders"
+                      .format(other, path, annotated_path(args.out, path)), file=sys.stderr)
+                return 2
         try:
             os.makedirs(args.out, exist_ok=True)
         except OSError as exc:

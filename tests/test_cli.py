@@ -84,6 +84,11 @@ def test_detect_never_overwrites_its_inputs_and_reports_what_it_cannot_write(tmp
     assert json.loads(result.stdout)["image"] == str(scene)  # still detected and printed
     assert "cannot write /proc/self/scene.png" in result.stderr
     assert "{}: a folder, not an image".format(tmp_path) in result.stderr
+    twin = tmp_path / "twin" / "scene.png"
+    twin.parent.mkdir()
+    twin.write_bytes(original)
+    result = run("detect", str(scene), str(twin), "--out", str(tmp_path / "out"), "--model", red_square_model)
+    assert result.returncode == 2 and "would both be written to" in result.stderr
 
 
 def test_frames_in_flight_that_a_backend_cannot_run_are_named(red_square_model, caplog):
