@@ -23,7 +23,8 @@ import warnings
 import cv2
 import numpy as np
 
-from camera import MAX_FPS, MAX_SIDE, Camera, SourceError, TooManyViewers, encode_opencv, open_source, resolve_source
+from camera import CAPTURE_LIMITS, Camera, SourceError, TooManyViewers, encode_opencv, number_in_range, open_source, \
+    resolve_source
 from get_engine import BACKENDS, PRECISIONS, EngineError, ModelError
 from yolo_tool import DEFAULT_MODEL, NAMED_MODELS, Detector, cache_dir, draw_detections, parse_anchors, \
     read_labels, resolve_model
@@ -52,11 +53,8 @@ def env(name, default):
 def ranged(kind, low, high=None):
     """An argparse type: a `kind` (int or float) from `low` to `high` (None: no limit)."""
     def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            value = None
-        if value is None or not low <= value <= (value if high is None else high):  # NaN fails too
+        value = number_in_range(text, kind, low, high)
+        if value is None:
             raise argparse.ArgumentTypeError("'{}'{} is not a {} {}".format(
                 text, " (from ${})".format(text.variable) if isinstance(text, FromEnvironment) else "",
                 "whole number" if kind is int else "number",
@@ -797,11 +795,11 @@ def add_serve_options(parser):
                             "http://... (network stream), a video file, a folder of images, or test:// "
                             "(synthetic scene). auto: the first USB camera, else test:// "
                             "(default %(default)s)")
-    group.add_argument("--width", type=ranged(int, 16, MAX_SIDE), default=env("WIDTH", 640),
+    group.add_argument("--width", type=ranged(*CAPTURE_LIMITS["width"]), default=env("WIDTH", 640),
                        help="capture width asked of cameras (default %(default)s)")
-    group.add_argument("--height", type=ranged(int, 16, MAX_SIDE), default=env("HEIGHT", 480),
+    group.add_argument("--height", type=ranged(*CAPTURE_LIMITS["height"]), default=env("HEIGHT", 480),
                        help="capture height asked of cameras (default %(default)s)")
-    group.add_argument("--fps", type=ranged(float, 0.1, MAX_FPS), default=env("FPS", 30),
+    group.add_argument("--fps", type=ranged(*CAPTURE_LIMITS["fps"]), default=env("FPS", 30),
                        help="capture rate asked of cameras and test:// (default %(default)s)")
     group.add_argument("--loop", action="store_true", default=env("LOOP", "") not in ("", "0", "false"),
                        help="play a video file again when it ends")

@@ -35,10 +35,9 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".m
 # detectors' time.
 STAGGER = 0.5
 
-# The largest capture asked for: 8K frames, 240 FPS (fast USB cameras). Beyond,
-# a typo would only allocate gigabytes or spin a core.
-MAX_SIDE = 7680
-MAX_FPS = 240.0
+# What a capture may ask for, (type, least, most): up to 8K frames and 240 FPS (fast
+# USB cameras). Beyond, a typo would only allocate gigabytes or spin a core.
+CAPTURE_LIMITS = {"width": (int, 16, 7680), "height": (int, 16, 7680), "fps": (float, 0.1, 240.0)}
 
 
 class SourceError(Exception):
@@ -231,15 +230,22 @@ def _query(uri):
     return {key: value for key, value in pairs}
 
 
-def _query_number(uri, query, name, kind, default, low, high):
-    """test:// parameter `name` as a `kind` from `low` to `high`, else a SourceError."""
-    text = query.get(name, default)
+def number_in_range(text, kind, low, high=None):
+    """`text` as a `kind` (int or float) from `low` to `high` (None: no limit), else None
+    (NaN too): the one check behind the command line's numbers and test:// parameters."""
     try:
         value = kind(text)
     except ValueError:
-        value = None
-    if value is None or not low <= value <= high:
-        raise SourceError("{}: {}={} is not a number from {} to {}".format(uri, name, text, low, high))
+        return None
+    return value if low <= value <= (value if high is None else high) else None
+
+
+def _query_number(uri, query, name, default, limits):
+    """test:// parameter `name` within `limits` (type, least, most), else a SourceError."""
+    text = query.get(name, default)
+    value = number_in_range(text, *limits)
+    if value is None:
+        raise SourceError("{}: {}={} is not a number from {} to {}".format(uri, name, text, *limits[1:]))
     return value
 
 
@@ -253,10 +259,10 @@ def open_source(uri, width=640, height=480, fps=30.0, loop=False):
     size = (int(width), int(height))
     if uri.startswith("test://"):
         query = _query(uri)
-        return SyntheticSource(uri, width=_query_number(uri, query, "width", int, width, 16, MAX_SIDE),
-                               height=_query_number(uri, query, "height", int, height, 16, MAX_SIDE),
-                               fps=_query_number(uri, query, "fps", float, fps, 0.1, MAX_FPS),
-                               die_after=_query_number(uri, query, "die_after", int, 0, 0, 10 ** 9))
+        return SyntheticSource(uri, width=_query_number(uri, query, "width", width, CAPTURE_LIMITS["width"]),
+                               height=_query_number(uri, query, "height", height, CAPTURE_LIMITS["height"]),
+                               fps=_query_number(uri, query, "fps", fps, CAPTURE_LIMITS["fps"]),
+                               die_after=_query_number(uri, query, "die_after", 0, (int, 0, 10 ** 9)))
     if uri.isdigit() or uri.startswith("/dev/video"):
         target = int(uri) if uri.isdigit() else uri
         return OpenCVSource(uri, target, cv2.CAP_V4L2, size, fps,
