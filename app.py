@@ -897,7 +897,8 @@ def build_parser():
                     "backend, and whether the detections are the same. Exit status 1 if they differ.")
     compare.add_argument("images", nargs="*", metavar="IMAGE")
     compare.add_argument("--backends", help="comma-separated, in order (default: all available)")
-    compare.add_argument("--frames", type=ranged(int, 1), default=5, help="test:// frames without images (default %(default)s)")
+    compare.add_argument("--frames", type=ranged(int, 1), default=5,
+                         help="test:// frames without images (default %(default)s)")
     compare.add_argument("--repeat", type=ranged(int, 1), default=5, help="timed runs per image (default %(default)s)")
     compare.add_argument("--json", action="store_true", help="print the report as JSON")
     add_model_options(compare)
