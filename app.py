@@ -323,6 +323,11 @@ class Pipeline(object):
             self.camera.stop()
 
 
+def upload_too_large(max_upload_mb):
+    """The 413 message, from the app and from nginx alike."""
+    return "upload is larger than {:g} MB (--max-upload-mb)".format(max_upload_mb)
+
+
 def read_body(stream, limit):
     """A request body of at most `limit` bytes: Werkzeug before 2.3 (Python 3.6's)
     applies MAX_CONTENT_LENGTH only to forms, and a WSGI read may return less
@@ -391,7 +396,7 @@ def create_app(settings=None, start=False):
     @app.errorhandler(HTTPException)
     def werkzeug_error(exc):
         if exc.code == 413:
-            message = "upload is larger than {:g} MB (--max-upload-mb)".format(settings.max_upload_mb)
+            message = upload_too_large(settings.max_upload_mb)
         else:
             message = "{}: {}".format(exc.name, exc.description)
         response = jsonify(error=message)
@@ -656,7 +661,7 @@ def write_production_configs(args, run_dir, nginx):
         "APP_DIR": APP_DIR, "RUN_DIR": run_dir, "THREADS": args.max_viewers + 16 if args.max_viewers else 256,
         "SOCKET_OWNER": owner, "STATS_PORT": args.stats_port, "USER_LINE": user_line,
         "LISTEN": listen, "TLS_SERVER": tls, "MAX_BODY": "{}k".format(int(args.max_upload_mb * 1024) + 1024),
-        "MAX_UPLOAD_MB": "{:g}".format(args.max_upload_mb),
+        "TOO_LARGE_JSON": json.dumps({"error": upload_too_large(args.max_upload_mb)}),
         "PER_CLIENT": args.per_client_limit, "NGINX_CONF_DIR": nginx_conf_dir(nginx),
     }
     static = os.path.join(run_dir, "static")  # a copy nginx's workers can read wherever the app lives
