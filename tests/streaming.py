@@ -16,6 +16,30 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HAS_PRODUCTION_STACK = bool(shutil.which("uwsgi") and (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx")))
 
 
+def run_app(*args, **kwargs):
+    """`python app.py ARGS...` run to its end: the CompletedProcess, output as text."""
+    return subprocess.run([sys.executable, os.path.join(ROOT, "app.py")] + list(args),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                          timeout=120, **kwargs)
+
+
+def wait_until(predicate, seconds):
+    """predicate() once it holds, or after `seconds`."""
+    deadline = time.time() + seconds
+    while not predicate() and time.time() < deadline:
+        time.sleep(0.02)
+    return predicate()
+
+
+def red_square_scene():
+    """A grey 320x240 picture with a red square, which the red-square test model calls an aeroplane."""
+    import cv2
+    import numpy as np
+    scene = np.full((240, 320, 3), 90, np.uint8)
+    cv2.rectangle(scene, (100, 60), (180, 160), (0, 0, 255), -1)  # red in BGR
+    return scene
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

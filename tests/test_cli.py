@@ -1,20 +1,12 @@
 """The command line as a user runs it: `python app.py ...` in a subprocess."""
 import json
 import os
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def run(*args, **kwargs):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "app.py")] + list(args),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                          timeout=120, **kwargs)
+from streaming import red_square_scene, run_app as run
 
 
 def test_help_lists_the_commands():
@@ -102,8 +94,7 @@ def test_frames_in_flight_that_a_backend_cannot_run_are_named(red_square_model, 
 
 
 def test_detect_prints_json_and_writes_annotated_images(tmp_path, red_square_model):
-    scene = np.full((240, 320, 3), 90, dtype=np.uint8)
-    cv2.rectangle(scene, (100, 60), (180, 160), (0, 0, 255), -1)  # red in BGR
+    scene = red_square_scene()
     good = tmp_path / "scene.png"
     cv2.imwrite(str(good), scene)
     text = tmp_path / "notes.jpg"

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from camera import STAGGER, Camera, SourceError, SyntheticSource, fastest_encoder, jpeg_encoders, open_source
+from streaming import wait_until
 from yolo_tool import Detector
 
 
@@ -76,13 +77,6 @@ def test_image_folder_source_cycles(tmp_path):
     source.open()
     values = [int(source.read()[0, 0, 0]) for _ in range(4)]
     assert values == [0, 100, 0, 100]
-
-
-def wait_until(predicate, seconds):
-    deadline = time.time() + seconds
-    while not predicate() and time.time() < deadline:
-        time.sleep(0.02)
-    return predicate()
 
 
 def test_idle_stop_pauses_and_a_viewer_resumes(red_square_model):

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from streaming import HAS_PRODUCTION_STACK, Server, Viewer, free_port, get, get_json, wait_for_viewers, watch
+from streaming import HAS_PRODUCTION_STACK, Server, Viewer, free_port, get, get_json, red_square_scene, run_app, \
+    wait_for_viewers, wait_until, watch
 
 pytestmark = pytest.mark.skipif(not HAS_PRODUCTION_STACK,
                                 reason="needs uwsgi (pip) and nginx (apt-get install nginx)")
@@ -78,10 +79,8 @@ def test_viewers_that_come_and_go_do_not_disturb_the_others(stack):
 def test_uploads_through_nginx(stack):
     import cv2
     import numpy as np
-    scene = np.full((240, 320, 3), 90, np.uint8)
-    cv2.rectangle(scene, (100, 60), (180, 160), (0, 0, 255), -1)
     status, record = get_json(stack.port, "/api/detect", method="POST",
-                              body=cv2.imencode(".jpg", scene)[1].tobytes())
+                              body=cv2.imencode(".jpg", red_square_scene())[1].tobytes())
     assert status == 200 and record["detections"][0]["label"] == "aeroplane"
     status, record = get_json(stack.port, "/api/detect", method="POST", body=np.random.bytes(1500000),
                               headers={"Content-Type": "application/octet-stream"})
@@ -104,9 +103,7 @@ def test_chunked_uploads_through_nginx(stack):
     """curl -H 'Transfer-Encoding: chunked' and streaming clients send no Content-Length."""
     import cv2
     import numpy as np
-    scene = np.full((240, 320, 3), 90, np.uint8)
-    cv2.rectangle(scene, (100, 60), (180, 160), (0, 0, 255), -1)
-    jpeg = cv2.imencode(".jpg", scene)[1].tobytes()
+    jpeg = cv2.imencode(".jpg", red_square_scene())[1].tobytes()
     status, record = get_json(stack.port, "/api/detect", method="POST", body=iter([jpeg[:1000], jpeg[1000:]]))
     assert status == 200 and record["detections"][0]["label"] == "aeroplane"
     for size in (1200000, 2500000):  # over the app's 1 MB; over nginx's limit (the app's + 1 MB)
@@ -147,10 +144,8 @@ def test_a_client_over_its_connection_limit_gets_json(red_square_model):
         for viewer in viewers:
             viewer.start()
         try:
-            deadline = time.time() + 10  # /api/stats would be the third connection: watch the viewers
-            while min(viewer.frames for viewer in viewers) == 0 and time.time() < deadline:
-                time.sleep(0.05)
-            assert all(viewer.frames for viewer in viewers)
+            # /api/stats would be the third connection: watch the viewers instead
+            assert wait_until(lambda: all(viewer.frames for viewer in viewers), 10)
             status, record = get_json(server.port, "/api/stats")
             assert status == 503 and record["error"] == "too many connections from your address (--per-client-limit 2)"
         finally:
@@ -160,18 +155,13 @@ def test_a_client_over_its_connection_limit_gets_json(red_square_model):
 
 def test_a_taken_port_is_named_before_anything_starts(red_square_model):
     import socket
-    import subprocess
-    import sys
-    from streaming import ROOT
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen(1)
     number = taken.getsockname()[1]
     try:
-        result = subprocess.run(
-            [sys.executable, os.path.join(ROOT, "app.py"), "serve", "--production", "--model", red_square_model,
-             "--source", "test://", "--port", str(free_port()), "--stats-port", str(number)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+        result = run_app("serve", "--production", "--model", red_square_model, "--source", "test://",
+                         "--port", str(free_port()), "--stats-port", str(number))
     finally:
         taken.close()
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streaming import Server, Viewer, get, get_json, wait_for_viewers, watch
+from streaming import Server, Viewer, get, get_json, red_square_scene, wait_for_viewers, watch
 
 FPS = 20
 
@@ -98,9 +98,7 @@ def multipart(field, filename, data):
 def test_uploads_good_and_bad(server):
     viewer = Viewer(server.port)
     viewer.start()
-    scene = np.full((240, 320, 3), 90, np.uint8)
-    cv2.rectangle(scene, (100, 60), (180, 160), (0, 0, 255), -1)
-    jpeg = cv2.imencode(".jpg", scene)[1].tobytes()
+    jpeg = cv2.imencode(".jpg", red_square_scene())[1].tobytes()
 
     body, headers = multipart("image", "scene.jpg", jpeg)
     status, record = get_json(server.port, "/api/detect", method="POST", body=body, headers=headers)
