@@ -427,10 +427,10 @@ def create_app(settings=None, start=False):
         # form would consume it.
         name = "upload"
         if request.mimetype == "multipart/form-data":
-            if "image" not in request.files:
+            upload = request.files.get("image")
+            if upload is None:
                 raise HttpError(400, "the multipart upload has no field 'image'")
-            name = request.files["image"].filename or name
-            data = request.files["image"].read()
+            name, data = upload.filename or name, upload.read()
         else:
             data = read_body(request.stream, app.config["MAX_CONTENT_LENGTH"])
         frame = decode_upload(data, max_pixels)
