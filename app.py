@@ -552,8 +552,8 @@ def prometheus_text(camera):
     class StatsCollector(object):
         def collect(self):
             stats = camera.stats()
-            for name in ("frames_captured", "frames_inferred", "frames_dropped", "frames_published",
-                         "reconnects"):
+            for name in ("frames_captured", "frames_decoded", "frames_inferred", "frames_dropped",
+                         "frames_published", "reconnects"):
                 yield CounterMetricFamily("streamdetect_" + name, name.replace("_", " "), value=stats[name])
             for name, help_text in (("fps", "frames per second delivered to viewers"),
                                     ("inference_ms", "inference time, moving average, milliseconds"),

@@ -63,6 +63,10 @@ def test_video_file_source_plays_and_ends(tmp_path):
     frames = [source.read() for _ in range(11)]
     source.close()
     assert all(f is not None and f.shape == (120, 160, 3) for f in frames[:10]) and frames[10] is None
+    source.open()
+    assert source.grab() and source.grab()  # the first frame skipped undecoded
+    assert abs(int(source.retrieve()[0, 0, 0]) - 20) <= 3
+    source.close()
     looped = open_source(path, loop=True)
     looped.open()
     assert all(looped.read() is not None for _ in range(25))
@@ -227,3 +231,52 @@ def test_frames_in_flight_start_apart(red_square_model):
     # Without the stagger, the two would start one frame of the source apart (1/60 s),
     # below this bound; the margin is for a busy machine's scheduling.
     assert gaps.min() >= 0.8 * STAGGER * inference_s / 2 > 1 / 60.0, gaps
+
+
+def counting_retrieves(source):
+    """`source`, with the frames it decodes counted in the returned list's length."""
+    retrieve, decoded = source.retrieve, []
+    source.retrieve = lambda: (decoded.append(1), retrieve())[1]
+    return source, decoded
+
+
+def test_only_frames_a_detector_will_take_are_decoded(red_square_model):
+    """A 60 FPS source and a 0.1 s detector: five frames in six would be replaced
+    unseen, so they are grabbed but neither decoded nor pre-processed; the
+    detector still gets a frame as soon as it is free."""
+    detector = Detector(red_square_model, backend="onnxruntime")
+    infer, starts, prepared = detector.engine.infer, [], []
+
+    def steady_infer(blob):
+        starts.append(time.time())
+        time.sleep(0.1)
+        return infer(blob)
+    prepare = detector.prepare
+    detector.engine.infer = steady_infer
+    detector.prepare = lambda frame: (prepared.append(1), prepare(frame))[1]
+    source, decoded = counting_retrieves(open_source("test://?fps=60"))
+    camera = Camera(source, detector).start()
+    try:
+        assert wait_until(lambda: len(starts) >= 20, 10)
+    finally:
+        camera.stop()
+    stats = camera.stats()
+    assert stats["frames_captured"] >= 4 * stats["frames_inferred"]
+    assert len(decoded) == len(prepared) == stats["frames_decoded"] <= 1.5 * stats["frames_inferred"] + 2
+    # The detector was not kept waiting for a frame to be decoded: a wait would add
+    # up to a source frame interval (17 ms) between one inference and the next.
+    gaps = np.diff(starts[3:])
+    assert np.median(gaps) < stats["inference_ms"] / 1000.0 + 0.008, gaps
+
+
+def test_every_frame_is_decoded_while_the_detector_waits_for_frames(red_square_model):
+    detector = Detector(red_square_model, backend="onnxruntime", frames_in_flight=2)
+    source, decoded = counting_retrieves(open_source("test://?fps=15"))
+    camera = Camera(source, detector).start()
+    try:
+        assert wait_until(lambda: camera.stats()["frames_inferred"] >= 15, 10)
+    finally:
+        camera.stop()
+    stats = camera.stats()
+    assert len(decoded) == stats["frames_decoded"] == stats["frames_captured"]
+    assert stats["frames_inferred"] >= stats["frames_captured"] - 1

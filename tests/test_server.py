@@ -69,8 +69,8 @@ def test_page_api_and_metrics(server):
     assert status == 200 and headers["Content-Type"] == "image/jpeg"
     assert cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).shape == (480, 640, 3)
     status, stats = get_json(server.port, "/api/stats")
-    for key in ("state", "fps", "inference_ms", "frames_captured", "frames_inferred", "frames_dropped",
-                "viewers", "backend", "model", "uptime"):
+    for key in ("state", "fps", "inference_ms", "frames_captured", "frames_decoded", "frames_inferred",
+                "frames_dropped", "viewers", "backend", "model", "uptime"):
         assert key in stats
     assert stats["state"] == "streaming" and stats["model"] == "red_square.onnx"
     status, record = get_json(server.port, "/api/detections")
@@ -78,6 +78,7 @@ def test_page_api_and_metrics(server):
     assert record["detections"] and record["detections"][0]["label"] == "aeroplane"
     status, headers, body = get(server.port, "/metrics")
     assert status == 200 and b"streamdetect_frames_inferred_total" in body
+    assert b"streamdetect_frames_decoded_total" in body
     status, headers, body = get(server.port, "/video_feed?x", timeout=3, method="HEAD")
     assert headers["Content-Type"] == "multipart/x-mixed-replace; boundary=frame"
     assert "no-cache" in headers["Cache-Control"]
