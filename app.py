@@ -33,6 +33,9 @@ log = logging.getLogger("streamdetect")
 
 USER_ERRORS = (ModelError, EngineError, SourceError)
 BOUNDARY = "frame"
+# /video_feed?fps=N: at least one part a second, so that a viewer who has gone is
+# still found within about a second by a failed write.
+VIEWER_FPS_LIMITS = (1.0, 240.0)
 
 
 class FromEnvironment(str):
@@ -449,12 +452,20 @@ def create_app(settings=None, start=False):
 
     @app.route("/video_feed")
     def video_feed():
+        max_fps = request.args.get("fps")
+        if max_fps is not None:
+            max_fps = number_in_range(max_fps, float, *VIEWER_FPS_LIMITS)
+            if max_fps is None:
+                raise HttpError(400, "fps={} is not a number from {:g} to {:g} (the most frames per second "
+                                     "this viewer wants); for fewer, poll /snapshot.jpg"
+                                     .format(request.args["fps"], *VIEWER_FPS_LIMITS))
         camera = pipeline.get()
         try:
             release = camera.join_viewer()
         except TooManyViewers as exc:
             raise HttpError(503, str(exc))
-        response = Response(mjpeg_parts(camera), mimetype="multipart/x-mixed-replace; boundary=" + BOUNDARY)
+        response = Response(mjpeg_parts(camera, max_fps=max_fps),
+                            mimetype="multipart/x-mixed-replace; boundary=" + BOUNDARY)
         response.call_on_close(release)
         response.headers["Cache-Control"] = "no-cache, no-store, must-revalidate, private"
         response.headers["Pragma"] = "no-cache"
@@ -527,15 +538,21 @@ def create_app(settings=None, start=False):
     return app
 
 
-def mjpeg_parts(camera, resend_after=1.0):
+def mjpeg_parts(camera, resend_after=1.0, max_fps=None):
     """The multipart body: each part is followed at once by the next boundary
     (browsers paint a part when the next one's headers arrive), and the last
     frame is sent again after `resend_after` seconds without a new one, so
-    a vanished viewer is found by a failed write and proxies see traffic."""
+    a vanished viewer is found by a failed write and proxies see traffic.
+    `max_fps` spaces the parts for a viewer on a slow link (the newest frame
+    each time, never a queue of old ones)."""
     yield ("--" + BOUNDARY + "\r\n").encode()
     seq = 0
     frame = camera.latest_frame()
+    interval, due = 1.0 / max_fps if max_fps else 0.0, time.time()
     while True:
+        if interval:
+            time.sleep(max(0.0, due - time.time()))
+            due = max(due + interval, time.time())
         newer = camera.wait_frame(seq, resend_after)
         if newer is not None:
             frame, seq = newer, newer.seq

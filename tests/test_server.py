@@ -39,6 +39,25 @@ def test_viewers_share_one_inference_per_frame(server):
     assert single_inferred == pytest.approx(FPS, rel=0.15)
 
 
+def test_a_viewer_can_ask_for_fewer_frames_per_second(server):
+    """?fps=4 on a slow link: four of the newest frames a second, while a viewer
+    beside it gets every frame; a value out of range is a one-line 400."""
+    capped, full = Viewer(server.port, path="/video_feed?fps=4"), Viewer(server.port)
+    for viewer in (capped, full):
+        viewer.start()
+    time.sleep(4)
+    for viewer in (capped, full):
+        viewer.close()
+        viewer.join(10)
+        assert viewer.error is None and viewer.status == 200 and viewer.bad == 0
+    assert 3.0 <= capped.rate() <= 4.6 and full.rate() > FPS * 0.7
+    # Each part is the newest frame, not one queued since the last part (1/4 s old).
+    assert np.median(capped.latencies) < np.median(full.latencies) + 0.1
+    for value in ("0", "0.5", "abc", "241", "nan"):
+        status, answer = get_json(server.port, "/video_feed?fps=" + value)
+        assert status == 400 and answer["error"].startswith("fps={} is not a number from 1 to 240".format(value))
+
+
 def test_closed_viewer_is_released_within_two_seconds(server):
     assert wait_for_viewers(server, 0, 5) == 0  # earlier tests' viewers are gone
     viewer = Viewer(server.port)
