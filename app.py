@@ -446,19 +446,27 @@ def create_app(settings=None, start=False):
         record = result_record(name, width, height, camera.detector.backend, inference_ms, detections)
         return frame, detections, record, camera
 
+    def viewer_fps():
+        """?fps=N: the most frames per second this viewer wants, or None."""
+        text = request.args.get("fps")
+        if text is None:
+            return None
+        max_fps = number_in_range(text, float, *VIEWER_FPS_LIMITS)
+        if max_fps is None:
+            raise HttpError(400, "fps={} is not a number from {:g} to {:g} (the most frames per second "
+                                 "this viewer wants); for fewer, poll /snapshot.jpg"
+                                 .format(text, *VIEWER_FPS_LIMITS))
+        return max_fps
+
     @app.route("/")
     def index():
-        return render_template("index.html", token=request.args.get("token", ""))
+        max_fps = viewer_fps()
+        return render_template("index.html", token=request.args.get("token", ""),
+                               fps="{:g}".format(max_fps) if max_fps else None)
 
     @app.route("/video_feed")
     def video_feed():
-        max_fps = request.args.get("fps")
-        if max_fps is not None:
-            max_fps = number_in_range(max_fps, float, *VIEWER_FPS_LIMITS)
-            if max_fps is None:
-                raise HttpError(400, "fps={} is not a number from {:g} to {:g} (the most frames per second "
-                                     "this viewer wants); for fewer, poll /snapshot.jpg"
-                                     .format(request.args["fps"], *VIEWER_FPS_LIMITS))
+        max_fps = viewer_fps()
         camera = pipeline.get()
         try:
             release = camera.join_viewer()

@@ -54,8 +54,12 @@ def test_a_viewer_can_ask_for_fewer_frames_per_second(server):
     # Each part is the newest frame, not one queued since the last part (1/4 s old).
     assert np.median(capped.latencies) < np.median(full.latencies) + 0.1
     for value in ("0", "0.5", "abc", "241", "nan"):
-        status, answer = get_json(server.port, "/video_feed?fps=" + value)
-        assert status == 400 and answer["error"].startswith("fps={} is not a number from 1 to 240".format(value))
+        for path in ("/video_feed", "/"):
+            status, answer = get_json(server.port, path + "?fps=" + value)
+            assert status == 400 and answer["error"].startswith("fps={} is not a number from 1 to 240"
+                                                                .format(value))
+    status, _, page = get(server.port, "/?fps=4")  # the page's stream, capped alike
+    assert status == 200 and b'src="/video_feed?fps=4"' in page
 
 
 def test_closed_viewer_is_released_within_two_seconds(server):
