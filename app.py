@@ -96,6 +96,8 @@ def add_model_options(parser):
                        help="confidence threshold, 0-1 (default %(default)s)")
     group.add_argument("--iou", type=ranged(float, 0.0, 1.0), default=env("IOU", 0.45),
                        help="per-class NMS IoU threshold, 0-1 (default %(default)s)")
+    group.add_argument("--classes", default=env("CLASSES", None), metavar="LABEL,LABEL",
+                       help="report only these classes, e.g. person,car (default: all)")
 
 
 def detector_from_args(args):
@@ -113,6 +115,7 @@ def detector_from_args(args):
         workspace_mb=args.workspace_mb,
         calibration_images=args.calibration_images,
         frames_in_flight=in_flight,
+        classes=[name.strip() for name in (args.classes or "").split(",") if name.strip()],
     )
     if in_flight > 1 and detector.engine.frames_in_flight != in_flight:
         log.warning("--frames-in-flight %d is for ONNX Runtime; %s runs one frame at a time",

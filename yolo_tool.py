@@ -216,7 +216,7 @@ class Detector(object):
 
     def __init__(self, model=DEFAULT_MODEL, backend="auto", labels=None, anchors=None,
                  input_scale=None, conf_threshold=0.5, iou_threshold=0.45, precision="auto",
-                 workspace_mb=256, calibration_images=None, frames_in_flight=1):
+                 workspace_mb=256, calibration_images=None, frames_in_flight=1, classes=None):
         spec = NAMED_MODELS.get(model)
         self.model_name = model if spec else os.path.basename(model)
         self.model_path = resolve_model(model)
@@ -246,6 +246,15 @@ class Detector(object):
                                                                len(labels)))
         self.labels = list(labels)
         self.colors = class_colors(self.num_classes)
+        self.class_filter = self._class_ids(classes) if classes else None
+
+    def _class_ids(self, names):
+        """Label names -> the class ids to keep (--classes)."""
+        unknown = [name for name in names if name not in self.labels]
+        if unknown:
+            raise ModelError("--classes: {} {} not among the classes of {}: {}".format(
+                ", ".join(unknown), "is" if len(unknown) == 1 else "are", self.model_name, ", ".join(self.labels)))
+        return frozenset(self.labels.index(name) for name in names)
 
     def _check_output(self, shape):
         anchors = len(self.anchors)
@@ -277,7 +286,8 @@ class Detector(object):
         boxes, scores, class_ids = data_processing.postprocess(
             output, self.anchors, image_size, self.conf_threshold, self.iou_threshold)
         return [Detection(self.labels[c], int(c), float(s), [float(v) for v in b])
-                for b, s, c in zip(boxes, scores, class_ids)]
+                for b, s, c in zip(boxes, scores, class_ids)
+                if self.class_filter is None or c in self.class_filter]
 
     def detect(self, frame_bgr):
         """Frame -> (detections, inference milliseconds)."""

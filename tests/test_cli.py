@@ -121,6 +121,19 @@ def test_detect_prints_json_and_writes_annotated_images(tmp_path, red_square_mod
     assert annotated.shape == scene.shape and not np.array_equal(annotated, scene)
 
 
+def test_detect_reports_only_the_classes_asked_for(tmp_path, red_square_model):
+    image = tmp_path / "scene.png"
+    cv2.imwrite(str(image), red_square_scene())
+    options = ("--model", red_square_model, "--backend", "onnxruntime")
+    kept = run("detect", str(image), "--classes", "person, aeroplane", *options)
+    assert kept.returncode == 0 and json.loads(kept.stdout)["detections"]
+    other = run("detect", str(image), *options, env=dict(os.environ, STREAMDETECT_CLASSES="dog"))
+    assert other.returncode == 0 and json.loads(other.stdout)["detections"] == []
+    unknown = run("detect", str(image), "--classes", "dgo", *options)
+    assert unknown.returncode == 2 and "Traceback" not in unknown.stderr
+    assert unknown.stderr.strip().splitlines()[-1].startswith("error: --classes: dgo is not among the classes")
+
+
 def test_fetch_model_without_network_is_one_line(tmp_path):
     env = dict(os.environ, STREAMDETECT_HOME=str(tmp_path),
                STREAMDETECT_MODEL_URL="http://127.0.0.1:9/tinyyolov2-8.onnx")

@@ -43,6 +43,17 @@ def test_custom_class_count_needs_matching_labels(tmp_path):
         Detector(model, backend="onnxruntime", labels=yolo_tool.VOC_LABELS)
 
 
+def test_classes_keeps_only_the_named_ones(red_square_model):
+    from streaming import red_square_scene
+    scene = red_square_scene()
+    found, _ = Detector(red_square_model, backend="onnxruntime", classes=["aeroplane", "dog"]).detect(scene)
+    assert found and {d.label for d in found} == {"aeroplane"}
+    assert Detector(red_square_model, backend="onnxruntime", classes=["dog"]).detect(scene)[0] == []
+    with pytest.raises(ModelError, match="--classes: aeroplan, persn are not among the classes of "
+                                         "red_square.onnx: aeroplane, bicycle, "):
+        Detector(red_square_model, backend="onnxruntime", classes=["aeroplan", "persn"])
+
+
 def test_corrupt_model_is_a_clear_error(tmp_path):
     path = tmp_path / "corrupt.onnx"
     path.write_bytes(os.urandom(4096))
