@@ -582,6 +582,7 @@ class Camera(object):
             "viewers": self.viewers,
             "backend": self.detector.backend,
             "model": self.detector.model_name,
+            "classes": self.detector.class_names(),
             "width": latest.width if latest else 0,
             "height": latest.height if latest else 0,
             "uptime": round(now - self.started_at, 1),

@@ -248,6 +248,10 @@ class Detector(object):
         self.colors = class_colors(self.num_classes)
         self.class_filter = self._class_ids(classes) if classes else None
 
+    def class_names(self):
+        """The classes --classes keeps, in the model's order; None when it keeps all."""
+        return None if self.class_filter is None else [self.labels[i] for i in sorted(self.class_filter)]
+
     def _class_ids(self, names):
         """Label names -> the class ids to keep (--classes)."""
         unknown = [name for name in names if name not in self.labels]

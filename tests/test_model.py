@@ -46,8 +46,11 @@ def test_custom_class_count_needs_matching_labels(tmp_path):
 def test_classes_keeps_only_the_named_ones(red_square_model):
     from streaming import red_square_scene
     scene = red_square_scene()
-    found, _ = Detector(red_square_model, backend="onnxruntime", classes=["aeroplane", "dog"]).detect(scene)
+    detector = Detector(red_square_model, backend="onnxruntime", classes=["dog", "aeroplane"])
+    found, _ = detector.detect(scene)
     assert found and {d.label for d in found} == {"aeroplane"}
+    assert detector.class_names() == ["aeroplane", "dog"]  # as /api/stats reports them
+    assert Detector(red_square_model, backend="onnxruntime").class_names() is None
     assert Detector(red_square_model, backend="onnxruntime", classes=["dog"]).detect(scene)[0] == []
     with pytest.raises(ModelError, match="--classes: aeroplan, persn are not among the classes of "
                                          "red_square.onnx: aeroplane, bicycle, "):

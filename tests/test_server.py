@@ -95,7 +95,7 @@ def test_page_api_and_metrics(server):
     for key in ("state", "fps", "inference_ms", "frames_captured", "frames_decoded", "frames_inferred",
                 "frames_dropped", "viewers", "backend", "model", "uptime"):
         assert key in stats
-    assert stats["state"] == "streaming" and stats["model"] == "red_square.onnx"
+    assert stats["state"] == "streaming" and stats["model"] == "red_square.onnx" and stats["classes"] is None
     status, record = get_json(server.port, "/api/detections")
     assert status == 200 and (record["width"], record["height"]) == (640, 480)
     assert record["detections"] and record["detections"][0]["label"] == "aeroplane"
