@@ -716,7 +716,8 @@ class Camera(object):
         STAGGER of an inference's share (inference time / frames in flight)
         after the previous start: detectors that start nearly together finish
         nearly together, and whichever of the two frames ends last is wasted
-        when it is the older one."""
+        when it is the older one. Each detector notes when it expects to be
+        free again, which capture reads to decide what to decode."""
         quiet_until = time.time() + 0.5
         with self._work:
             self._free_at[slot] = 0.0
