@@ -114,10 +114,15 @@ def nms_per_class(boxes, scores, class_ids, iou_threshold):
     return order[kept[order]]
 
 
-def postprocess(grid, anchors, image_size, conf_threshold=0.5, iou_threshold=0.45):
-    """Model output -> (boxes in image pixels clipped to the image, scores, class_ids)."""
+def postprocess(grid, anchors, image_size, conf_threshold=0.5, iou_threshold=0.45, class_filter=None):
+    """Model output -> (boxes in image pixels clipped to the image, scores, class_ids),
+    of the classes in `class_filter` only when one is given (before NMS, which is
+    per class anyway, so that no other class costs it time)."""
     width, height = image_size
     boxes, scores, class_ids = decode_region(grid, anchors, conf_threshold)
+    if class_filter is not None:
+        wanted = np.isin(class_ids, class_filter)
+        boxes, scores, class_ids = boxes[wanted], scores[wanted], class_ids[wanted]
     keep = nms_per_class(boxes, scores, class_ids, iou_threshold)
     boxes = boxes[keep] * np.array([width, height, width, height], dtype=np.float32)
     boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)

@@ -250,15 +250,15 @@ class Detector(object):
 
     def class_names(self):
         """The classes --classes keeps, in the model's order; None when it keeps all."""
-        return None if self.class_filter is None else [self.labels[i] for i in sorted(self.class_filter)]
+        return None if self.class_filter is None else [self.labels[i] for i in self.class_filter]
 
     def _class_ids(self, names):
-        """Label names -> the class ids to keep (--classes)."""
+        """Label names -> the class ids to keep (--classes), in order."""
         unknown = [name for name in names if name not in self.labels]
         if unknown:
             raise ModelError("--classes: {} {} not among the classes of {}: {}".format(
                 ", ".join(unknown), "is" if len(unknown) == 1 else "are", self.model_name, ", ".join(self.labels)))
-        return frozenset(self.labels.index(name) for name in names)
+        return sorted(set(self.labels.index(name) for name in names))
 
     def _check_output(self, shape):
         anchors = len(self.anchors)
@@ -288,10 +288,9 @@ class Detector(object):
     def decode(self, output, image_size):
         """Raw model output -> detections in the pixels of an image of `image_size` (w, h)."""
         boxes, scores, class_ids = data_processing.postprocess(
-            output, self.anchors, image_size, self.conf_threshold, self.iou_threshold)
+            output, self.anchors, image_size, self.conf_threshold, self.iou_threshold, self.class_filter)
         return [Detection(self.labels[c], int(c), float(s), [float(v) for v in b])
-                for b, s, c in zip(boxes, scores, class_ids)
-                if self.class_filter is None or c in self.class_filter]
+                for b, s, c in zip(boxes, scores, class_ids)]
 
     def detect(self, frame_bgr):
         """Frame -> (detections, inference milliseconds)."""

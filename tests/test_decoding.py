@@ -72,6 +72,16 @@ def test_overlapping_boxes_of_different_classes_are_both_kept(tmp_path):
     assert dog.box[0] == pytest.approx(176.0, abs=0.01)
 
 
+def test_a_class_filter_keeps_its_classes_and_their_suppression(tmp_path):
+    grid = empty_grid()
+    put_box(grid, anchor=0, row=6, col=6, tw=math.log(4 / 1.08), to=4.0, class_logits={14: 8.0})
+    put_box(grid, anchor=0, row=6, col=7, tw=math.log(4 / 1.08), to=2.0, class_logits={11: 8.0})
+    put_box(grid, anchor=0, row=6, col=8, tw=math.log(4 / 1.08), to=3.0, class_logits={11: 8.0})
+    [dog] = detect(tmp_path, grid, width=416, height=416, classes=["dog"])
+    assert dog.label == "dog" and dog.box[0] == pytest.approx(208.0, abs=0.01)  # the stronger, col 8
+    assert sorted(d.label for d in detect(tmp_path, grid, width=416, height=416)) == ["dog", "person"]
+
+
 def test_box_past_the_image_edge_is_clipped(tmp_path):
     grid = empty_grid()
     # bottom-right cell, anchor 4 (16.62 x 10.52 cells): reaches far past the edge
