@@ -79,10 +79,6 @@ class FrameSource(object):
     def retrieve(self):
         raise NotImplementedError
 
-    def read(self):
-        """The next frame as a picture, or None when the source fails or ends."""
-        return self.retrieve() if self.grab() else None
-
     def close(self):
         """Release the device or stream."""
 

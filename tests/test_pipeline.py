@@ -12,6 +12,22 @@ from streaming import wait_until
 from yolo_tool import Detector
 
 
+def read(source):
+    """The next frame as a picture (None at the end), as the pipeline reads a frame it decodes."""
+    return source.retrieve() if source.grab() else None
+
+
+def count_calls(owner, name):
+    """Wrap method `name` of `owner`; the returned list grows by one per call."""
+    method, calls = getattr(owner, name), []
+
+    def counted(*args):
+        calls.append(1)
+        return method(*args)
+    setattr(owner, name, counted)
+    return calls
+
+
 def test_fastest_encoder_is_measured_not_assumed():
     image = SyntheticSource("test://").scene(1000.0)
 
@@ -60,7 +76,7 @@ def test_video_file_source_plays_and_ends(tmp_path):
     writer.release()
     source = open_source(path)
     source.open()
-    frames = [source.read() for _ in range(11)]
+    frames = [read(source) for _ in range(11)]
     source.close()
     assert all(f is not None and f.shape == (120, 160, 3) for f in frames[:10]) and frames[10] is None
     source.open()
@@ -69,7 +85,7 @@ def test_video_file_source_plays_and_ends(tmp_path):
     source.close()
     looped = open_source(path, loop=True)
     looped.open()
-    assert all(looped.read() is not None for _ in range(25))
+    assert all(read(looped) is not None for _ in range(25))
     looped.close()
 
 
@@ -79,7 +95,7 @@ def test_image_folder_source_cycles(tmp_path):
     (tmp_path / "notes.txt").write_text("skip me")
     source = open_source(str(tmp_path), fps=100)
     source.open()
-    values = [int(source.read()[0, 0, 0]) for _ in range(4)]
+    values = [int(read(source)[0, 0, 0]) for _ in range(4)]
     assert values == [0, 100, 0, 100]
 
 
@@ -185,8 +201,7 @@ def test_frames_in_flight_overlap_and_reach_viewers_in_capture_order(red_square_
             with lock:
                 running[0] -= 1
     detector.run = uneven_run
-    prepare, prepared = detector.prepare, []
-    detector.prepare = lambda frame: (prepared.append(1), prepare(frame))[1]
+    prepared = count_calls(detector, "prepare")
     camera = Camera(open_source("test://?fps=60"), detector)
     published = []
     publish = camera.broadcast.publish
@@ -233,28 +248,21 @@ def test_frames_in_flight_start_apart(red_square_model):
     assert gaps.min() >= 0.8 * STAGGER * inference_s / 2 > 1 / 60.0, gaps
 
 
-def counting_retrieves(source):
-    """`source`, with the frames it decodes counted in the returned list's length."""
-    retrieve, decoded = source.retrieve, []
-    source.retrieve = lambda: (decoded.append(1), retrieve())[1]
-    return source, decoded
-
-
 def test_only_frames_a_detector_will_take_are_decoded(red_square_model):
     """A 60 FPS source and a 0.1 s detector: five frames in six would be replaced
     unseen, so they are grabbed but neither decoded nor pre-processed; the
     detector still gets a frame as soon as it is free."""
     detector = Detector(red_square_model, backend="onnxruntime")
-    infer, starts, prepared = detector.engine.infer, [], []
+    infer, starts = detector.engine.infer, []
 
     def steady_infer(blob):
         starts.append(time.time())
         time.sleep(0.1)
         return infer(blob)
-    prepare = detector.prepare
     detector.engine.infer = steady_infer
-    detector.prepare = lambda frame: (prepared.append(1), prepare(frame))[1]
-    source, decoded = counting_retrieves(open_source("test://?fps=60"))
+    prepared = count_calls(detector, "prepare")
+    source = open_source("test://?fps=60")
+    decoded = count_calls(source, "retrieve")
     camera = Camera(source, detector).start()
     try:
         assert wait_until(lambda: len(starts) >= 20, 10)
@@ -271,7 +279,8 @@ def test_only_frames_a_detector_will_take_are_decoded(red_square_model):
 
 def test_every_frame_is_decoded_while_the_detector_waits_for_frames(red_square_model):
     detector = Detector(red_square_model, backend="onnxruntime", frames_in_flight=2)
-    source, decoded = counting_retrieves(open_source("test://?fps=15"))
+    source = open_source("test://?fps=15")
+    decoded = count_calls(source, "retrieve")
     camera = Camera(source, detector).start()
     try:
         assert wait_until(lambda: camera.stats()["frames_inferred"] >= 15, 10)
