@@ -467,21 +467,28 @@ def create_app(settings=None, start=False):
         return render_template("index.html", token=request.args.get("token", ""),
                                fps="{:g}".format(max_fps) if max_fps else None)
 
-    @app.route("/video_feed")
-    def video_feed():
+    def stream_to_viewer(body, mimetype):
+        """One more viewer's response: `body(camera, max_fps)` streamed until the viewer goes."""
         max_fps = viewer_fps()
         camera = pipeline.get()
         try:
             release = camera.join_viewer()
         except TooManyViewers as exc:
             raise HttpError(503, str(exc))
-        response = Response(mjpeg_parts(camera, max_fps=max_fps),
-                            mimetype="multipart/x-mixed-replace; boundary=" + BOUNDARY)
+        response = Response(body(camera, max_fps=max_fps), mimetype=mimetype)
         response.call_on_close(release)
         response.headers["Cache-Control"] = "no-cache, no-store, must-revalidate, private"
         response.headers["Pragma"] = "no-cache"
         response.headers["X-Accel-Buffering"] = "no"
         return response
+
+    @app.route("/video_feed")
+    def video_feed():
+        return stream_to_viewer(mjpeg_parts, "multipart/x-mixed-replace; boundary=" + BOUNDARY)
+
+    @app.route("/api/events")
+    def api_events():
+        return stream_to_viewer(detection_events, "text/event-stream")
 
     @app.route("/snapshot.jpg")
     def snapshot():
@@ -500,11 +507,7 @@ def create_app(settings=None, start=False):
     def api_detections():
         camera = pipeline.get()
         camera.touch()
-        frame = camera.latest_frame()
-        record = result_record(camera.source.uri, frame.width, frame.height, camera.detector.backend,
-                               frame.inference_ms, frame.detections)
-        record.update(frame=frame.seq, captured_at=frame.captured_at, status=frame.status or "live")
-        return jsonify(record)
+        return jsonify(frame_record(camera, camera.latest_frame()))
 
     @app.route("/api/detect", methods=["POST"])
     def api_detect():
@@ -549,14 +552,12 @@ def create_app(settings=None, start=False):
     return app
 
 
-def mjpeg_parts(camera, resend_after=1.0, max_fps=None):
-    """The multipart body: each part is followed at once by the next boundary
-    (browsers paint a part when the next one's headers arrive), and the last
-    frame is sent again after `resend_after` seconds without a new one, so
-    a vanished viewer is found by a failed write and proxies see traffic.
-    `max_fps` spaces the parts for a viewer on a slow link (the newest frame
-    each time, never a queue of old ones)."""
-    yield ("--" + BOUNDARY + "\r\n").encode()
+def newest_frames(camera, max_fps=None, resend_after=1.0):
+    """(frame, new) for one viewer: each frame as it is published, or, with
+    `max_fps`, the newest one each 1/max_fps seconds (never a queue of old
+    ones, for a slow link); after `resend_after` seconds without a new frame,
+    the last one again (new False), so that a viewer who has gone is found by
+    a failed write and proxies see traffic."""
     seq = 0
     frame = camera.latest_frame()
     interval, due = 1.0 / max_fps if max_fps else 0.0, time.time()
@@ -567,9 +568,36 @@ def mjpeg_parts(camera, resend_after=1.0, max_fps=None):
         newer = camera.wait_frame(seq, resend_after)
         if newer is not None:
             frame, seq = newer, newer.seq
-        yield frame.part
+        yield frame, newer is not None
         if camera.state == "stopped":
             return
+
+
+def mjpeg_parts(camera, max_fps=None):
+    """The multipart body: each part is followed at once by the next boundary
+    (browsers paint a part when the next one's headers arrive)."""
+    yield ("--" + BOUNDARY + "\r\n").encode()
+    for frame, _ in newest_frames(camera, max_fps):
+        yield frame.part
+
+
+def detection_events(camera, max_fps=None):
+    """Server-sent events: each new frame's detections as one event (its id the
+    frame number), a comment line while none comes."""
+    for frame, new in newest_frames(camera, max_fps):
+        if new:
+            yield "id: {}\ndata: {}\n\n".format(frame.seq, json.dumps(frame_record(camera, frame))).encode()
+        else:
+            yield b": no new frame\n\n"
+
+
+def frame_record(camera, frame):
+    """A published frame's detections in `detect`'s JSON schema, plus which frame it is,
+    when it was captured and whether it is live."""
+    record = result_record(camera.source.uri, frame.width, frame.height, camera.detector.backend,
+                           frame.inference_ms, frame.detections)
+    record.update(frame=frame.seq, captured_at=frame.captured_at, status=frame.status or "live")
+    return record
 
 
 def prometheus_text(camera):
@@ -588,7 +616,7 @@ def prometheus_text(camera):
                                     ("wait_ms", "capture to start of inference, moving average, milliseconds"),
                                     ("render_ms", "decoding, drawing and encoding, moving average, milliseconds"),
                                     ("latency_ms", "capture to publication, moving average, milliseconds"),
-                                    ("viewers", "viewers connected to /video_feed"),
+                                    ("viewers", "viewers connected to /video_feed or /api/events"),
                                     ("uptime", "seconds since the pipeline started")):
                 yield GaugeMetricFamily("streamdetect_" + name, help_text, value=stats[name])
             up = GaugeMetricFamily("streamdetect_source_up", "1 while the source streams", labels=["state"])
@@ -839,7 +867,7 @@ def add_serve_options(parser):
     group.add_argument("--jpeg-quality", type=ranged(int, 1, 100), default=env("JPEG_QUALITY", 80),
                        help="stream JPEG quality 1-100 (default %(default)s)")
     group.add_argument("--max-viewers", type=count, default=env("MAX_VIEWERS", 100),
-                       help="refuse stream viewers beyond this many with 503; 0 = no limit "
+                       help="refuse stream viewers (/video_feed, /api/events) beyond this many with 503; 0 = no limit "
                             "(default %(default)s)")
     group.add_argument("--idle-stop", type=ranged(float, 0.0), default=env("IDLE_STOP", 0), metavar="SECONDS",
                        help="pause capture and inference after this long without viewers; 0 = never "
@@ -884,7 +912,8 @@ def build_parser():
     serve = commands.add_parser(
         "serve", parents=[common], help="stream live detections to browsers (the default)",
         description="Run the web server: / (live page), /video_feed (MJPEG stream), /snapshot.jpg, "
-                    "/api/stats, /api/detections, /api/detect (POST an image), /upload, /healthz, "
+                    "/api/stats, /api/detections, /api/events (detections as server-sent events), "
+                    "/api/detect (POST an image), /upload, /healthz, "
                     "/metrics.")
     add_serve_options(serve)
     add_model_options(serve)

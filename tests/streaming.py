@@ -1,5 +1,6 @@
 """Helpers for tests and benchmarks that run the real server: start it, read
-its multipart stream like a browser does, poll its JSON API."""
+its multipart stream like a browser does and its events like a script does,
+poll its JSON API."""
 import http.client
 import json
 import os
@@ -60,6 +61,32 @@ def get(port, path, headers=None, timeout=10, method="GET", body=None):
 def get_json(port, path, **kwargs):
     status, _, body = get(port, path, **kwargs)
     return status, json.loads(body.decode())
+
+
+def read_events(port, count, path="/api/events", timeout=10):
+    """(status, headers, events) of the first `count` server-sent events of `path`,
+    each event (id, data parsed as JSON, seconds since the epoch at its receipt);
+    the connection is closed after them."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        events, fields = [], {}
+        while response.status == 200 and len(events) < count:
+            line = response.readline()
+            if not line:
+                break
+            line = line.decode().rstrip("\n")
+            if not line:  # an event ends; a comment alone (": ...") is none
+                if "data" in fields:
+                    events.append((int(fields["id"]), json.loads(fields["data"]), time.time()))
+                fields = {}
+            elif not line.startswith(":"):
+                name, _, value = line.partition(":")
+                fields[name] = value[1:] if value.startswith(" ") else value
+        return response.status, dict(response.getheaders()), events
+    finally:
+        conn.close()
 
 
 class Server(object):

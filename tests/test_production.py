@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from streaming import HAS_PRODUCTION_STACK, Server, Viewer, free_port, get, get_json, red_square_scene, run_app, \
-    wait_for_viewers, wait_until, watch
+from streaming import HAS_PRODUCTION_STACK, Server, Viewer, free_port, get, get_json, read_events, red_square_scene, \
+    run_app, wait_for_viewers, wait_until, watch
 
 pytestmark = pytest.mark.skipif(not HAS_PRODUCTION_STACK,
                                 reason="needs uwsgi (pip) and nginx (apt-get install nginx)")
@@ -74,6 +74,15 @@ def test_viewers_that_come_and_go_do_not_disturb_the_others(stack):
         assert viewer.error is None and viewer.bad == 0
         assert viewer.rate() == pytest.approx(baseline.rate(), rel=0.10)
     assert wait_for_viewers(stack, 0, 3) == 0
+
+
+def test_events_pass_through_nginx_as_they_happen(stack):
+    """Server-sent events stream through nginx and uWSGI one by one: each arrives
+    within half a second of its frame's capture."""
+    status, headers, events = read_events(stack.port, 20)
+    assert status == 200 and headers["Content-Type"].startswith("text/event-stream") and len(events) == 20
+    delays = [received_at - record["captured_at"] for _, record, received_at in events]
+    assert max(delays) < 0.5, delays
 
 
 def test_uploads_through_nginx(stack):

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streaming import Server, Viewer, get, get_json, red_square_scene, wait_for_viewers, watch
+from streaming import Server, Viewer, get, get_json, read_events, red_square_scene, wait_for_viewers, watch
 
 FPS = 20
 
@@ -60,6 +60,36 @@ def test_a_viewer_can_ask_for_fewer_frames_per_second(server):
                                                                 .format(value))
     status, _, page = get(server.port, "/?fps=4")  # the page's stream, capped alike
     assert status == 200 and b'src="/video_feed?fps=4"' in page
+
+
+def test_detections_arrive_as_server_sent_events(server):
+    """/api/events: each new frame's detections as one event, in /api/detections'
+    schema, its id the frame's number; ?fps=N spaces them as it does the stream."""
+    status, headers, events = read_events(server.port, 10)
+    assert status == 200 and headers["Content-Type"].startswith("text/event-stream")
+    assert "no-cache" in headers["Cache-Control"]
+    ids = [event_id for event_id, _, _ in events]
+    assert len(ids) == 10 and ids == sorted(set(ids)) and ids[-1] - ids[0] < 15  # new frames, not repeats
+    for event_id, record, received_at in events:
+        assert record["frame"] == event_id and record["status"] == "live"
+        assert (record["width"], record["height"]) == (640, 480)
+        assert {d["label"] for d in record["detections"]} == {"aeroplane"}
+        assert 0 < received_at - record["captured_at"] < 5
+    started = time.time()
+    status, _, events = read_events(server.port, 5, path="/api/events?fps=4")
+    assert status == 200 and len(events) == 5 and time.time() - started > 0.9  # 4 gaps of 1/4 s at least
+    status, answer = get_json(server.port, "/api/events?fps=0")
+    assert status == 400 and answer["error"].startswith("fps=0 is not a number from 1 to 240")
+
+
+def test_an_event_reader_counts_as_a_viewer_until_it_goes(server):
+    import socket
+    assert wait_for_viewers(server, 0, 5) == 0
+    reader = socket.create_connection(("127.0.0.1", server.port))
+    reader.sendall(b"GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert wait_for_viewers(server, 1, 5) == 1
+    reader.close()
+    assert wait_for_viewers(server, 0, 2.0) == 0
 
 
 def test_closed_viewer_is_released_within_two_seconds(server):
