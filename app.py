@@ -23,8 +23,8 @@ import warnings
 import cv2
 import numpy as np
 
-from camera import CAPTURE_LIMITS, Camera, SourceError, TooManyViewers, encode_opencv, number_in_range, open_source, \
-    resolve_source
+from camera import CAPTURE_LIMITS, FLIPS, Camera, SourceError, TooManyViewers, encode_opencv, number_in_range, \
+    open_source, resolve_source
 from get_engine import BACKENDS, PRECISIONS, EngineError, ModelError
 from yolo_tool import DEFAULT_MODEL, NAMED_MODELS, Detector, cache_dir, draw_detections, parse_anchors, \
     read_labels, resolve_model
@@ -36,6 +36,7 @@ BOUNDARY = "frame"
 # /video_feed?fps=N: at least one part a second, so that a viewer who has gone is
 # still found within about a second by a failed write.
 VIEWER_FPS_LIMITS = (1.0, 240.0)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 class FromEnvironment(str):
@@ -53,16 +54,30 @@ def env(name, default):
     return FromEnvironment(os.environ[variable], variable) if variable in os.environ else default
 
 
+def quoted(text):
+    """'text', and the variable it came from when it came from the environment."""
+    return "'{}'{}".format(text, " (from ${})".format(text.variable) if isinstance(text, FromEnvironment) else "")
+
+
 def ranged(kind, low, high=None):
     """An argparse type: a `kind` (int or float) from `low` to `high` (None: no limit)."""
     def parse(text):
         value = number_in_range(text, kind, low, high)
         if value is None:
-            raise argparse.ArgumentTypeError("'{}'{} is not a {} {}".format(
-                text, " (from ${})".format(text.variable) if isinstance(text, FromEnvironment) else "",
-                "whole number" if kind is int else "number",
+            raise argparse.ArgumentTypeError("{} is not a {} {}".format(
+                quoted(text), "whole number" if kind is int else "number",
                 "of {} or more".format(low) if high is None else "from {} to {}".format(low, high)))
         return value
+    return parse
+
+
+def one_of(choices):
+    """An argparse type for an option with `choices`: argparse checks those on the
+    command line only, not in a default taken from the environment."""
+    def parse(text):
+        if text not in choices:
+            raise argparse.ArgumentTypeError("{} is not one of {}".format(quoted(text), ", ".join(choices)))
+        return str(text)
     return parse
 
 
@@ -75,7 +90,7 @@ def add_model_options(parser):
     group.add_argument("--model", default=env("MODEL", DEFAULT_MODEL),
                        help="ONNX file, or a known name ({}); default %(default)s, downloaded on "
                             "first use".format(", ".join(sorted(NAMED_MODELS))))
-    group.add_argument("--backend", choices=BACKENDS, default=env("BACKEND", "auto"),
+    group.add_argument("--backend", choices=BACKENDS, type=one_of(BACKENDS), default=env("BACKEND", "auto"),
                        help="inference engine; auto picks the best one here and logs why "
                             "(default %(default)s)")
     group.add_argument("--labels", default=env("LABELS", None),
@@ -85,7 +100,7 @@ def add_model_options(parser):
     group.add_argument("--input-scale", type=float, default=env("INPUT_SCALE", None),
                        help="multiplier from 0-255 pixels to the model's input range "
                             "(1 for the zoo model, 0.00392 for models trained on 0-1)")
-    group.add_argument("--precision", choices=PRECISIONS, default=env("PRECISION", "auto"),
+    group.add_argument("--precision", choices=PRECISIONS, type=one_of(PRECISIONS), default=env("PRECISION", "auto"),
                        help="TensorRT precision; auto = fp16 where the GPU has fast FP16, else fp32 "
                             "(default %(default)s)")
     group.add_argument("--workspace-mb", type=ranged(int, 1), default=env("WORKSPACE_MB", 256),
@@ -317,7 +332,7 @@ class Pipeline(object):
         settings = self.settings
         detector = detector_from_args(settings)
         source = open_source(resolve_source(settings.source), settings.width, settings.height,
-                             settings.fps, settings.loop)
+                             settings.fps, settings.loop, settings.flip)
         self.camera = Camera(source, detector, jpeg_quality=settings.jpeg_quality,
                              idle_stop=settings.idle_stop, max_viewers=settings.max_viewers).start()
         self.error = None
@@ -862,6 +877,10 @@ def add_serve_options(parser):
                        help="capture height asked of cameras (default %(default)s)")
     group.add_argument("--fps", type=ranged(*CAPTURE_LIMITS["fps"]), default=env("FPS", 30),
                        help="capture rate asked of cameras and test:// (default %(default)s)")
+    group.add_argument("--flip", choices=sorted(FLIPS), type=one_of(sorted(FLIPS)), default=env("FLIP", "none"),
+                       help="turn each frame before detection, for a camera mounted upside down "
+                            "(rotate-180) or sideways, or a mirror view (horizontal); a CSI camera "
+                            "turns it in hardware (default %(default)s)")
     group.add_argument("--loop", action="store_true", default=env("LOOP", "") not in ("", "0", "false"),
                        help="play a video file again when it ends")
     group.add_argument("--jpeg-quality", type=ranged(int, 1, 100), default=env("JPEG_QUALITY", 80),
@@ -898,8 +917,8 @@ def add_serve_options(parser):
 
 def build_parser():
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"),
-                        choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="default %(default)s")
+    common.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"), choices=LOG_LEVELS, type=one_of(LOG_LEVELS),
+                        help="default %(default)s")
     parser = argparse.ArgumentParser(
         prog="python app.py",
         description="Live object detection (Tiny YOLOv2) streamed to browsers. With no command, "
@@ -989,7 +1008,8 @@ if __name__ == "__main__":
 else:
     # The WSGI callable for uWSGI (module = app:app), configured by $STREAMDETECT_*.
     # Building it starts nothing: the pipeline starts at the first request.
+    environment_settings = settings_from_env()  # a bad $STREAMDETECT_* value: argparse's one-line error
     if "uwsgi" in sys.modules:
-        logging.basicConfig(level=env("LOG_LEVEL", "INFO"), stream=sys.stderr,
+        logging.basicConfig(level=environment_settings.log_level, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app()
+    app = create_app(environment_settings)

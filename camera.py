@@ -47,6 +47,19 @@ DECODE_MARGIN = 0.25
 # USB cameras). Beyond, a typo would only allocate gigabytes or spin a core.
 CAPTURE_LIMITS = {"width": (int, 16, 7680), "height": (int, 16, 7680), "fps": (float, 0.1, 240.0)}
 
+# --flip: how each frame is turned before detection, for a camera mounted upside down or
+# sideways, or a mirror view: name -> (nvvidconv's flip-method, which turns a CSI camera's
+# frames in hardware; the same turn in software, for every other source). The names are
+# jetson-inference's (--input-flip).
+FLIPS = {
+    "none": (0, None),
+    "counterclockwise": (1, lambda frame: cv2.rotate(frame, cv2.ROTATE_90_COUNTERCLOCKWISE)),
+    "rotate-180": (2, lambda frame: cv2.flip(frame, -1)),
+    "clockwise": (3, lambda frame: cv2.rotate(frame, cv2.ROTATE_90_CLOCKWISE)),
+    "horizontal": (4, lambda frame: cv2.flip(frame, 1)),
+    "vertical": (6, lambda frame: cv2.flip(frame, 0)),
+}
+
 
 class SourceError(Exception):
     """A source cannot be opened or read; the message says what to try."""
@@ -66,6 +79,7 @@ class FrameSource(object):
     those a detector will take."""
 
     live = True  # a live source is reopened when it fails; a finished file is not
+    turn = None  # --flip in software: frame -> the frame turned (set by open_source)
 
     def __init__(self, uri):
         self.uri = uri
@@ -246,12 +260,14 @@ def opencv_has_gstreamer():
     return False
 
 
-def csi_pipeline(sensor_id, width, height, fps):
-    """GStreamer pipeline for a Jetson CSI camera (nvarguscamerasrc), ending in BGR."""
+def csi_pipeline(sensor_id, width, height, fps, flip_method=0):
+    """GStreamer pipeline for a Jetson CSI camera (nvarguscamerasrc), turned by
+    nvvidconv's `flip_method` (see FLIPS), ending in BGR."""
+    out_w, out_h = (height, width) if flip_method in (1, 3) else (width, height)  # a quarter turn
     return ("nvarguscamerasrc sensor-id={id} ! video/x-raw(memory:NVMM), width={w}, height={h}, "
-            "framerate={f}/1, format=NV12 ! nvvidconv ! video/x-raw, width={w}, height={h}, format=BGRx ! "
-            "videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false"
-            .format(id=sensor_id, w=width, h=height, f=int(fps)))
+            "framerate={f}/1, format=NV12 ! nvvidconv flip-method={m} ! video/x-raw, width={ow}, height={oh}, "
+            "format=BGRx ! videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false"
+            .format(id=sensor_id, w=width, h=height, f=int(fps), m=flip_method, ow=out_w, oh=out_h))
 
 
 def _query(uri):
@@ -281,13 +297,29 @@ def _query_number(uri, query, name, default, limits):
     return value
 
 
-def open_source(uri, width=640, height=480, fps=30.0, loop=False):
-    """URI -> an unopened FrameSource.
+def open_source(uri, width=640, height=480, fps=30.0, loop=False, flip="none"):
+    """URI -> an unopened FrameSource whose frames are turned as `flip` (a FLIPS
+    name) says: a CSI camera's in hardware, any other's in software.
 
     `0` or `/dev/videoN`: V4L2 camera; `csi://N`: Jetson CSI camera;
     `rtsp://`, `http(s)://`: network stream; a video file; a folder of images;
     `test://[?width=&height=&fps=&die_after=]`: synthetic scene.
     """
+    flip_method, turn = FLIPS[flip]
+    if uri.startswith("csi://"):
+        if not opencv_has_gstreamer():
+            raise SourceError("csi:// needs OpenCV built with GStreamer (JetPack's python3-opencv); "
+                              "this OpenCV {} has none".format(cv2.__version__))
+        pipeline = csi_pipeline(int(uri[len("csi://"):] or 0), width, height, fps, flip_method)
+        return OpenCVSource(uri, pipeline, cv2.CAP_GSTREAMER,
+                            hint="is the ribbon cable seated and nvargus-daemon running?")
+    source = _plain_source(uri, width, height, fps, loop)
+    source.turn = turn
+    return source
+
+
+def _plain_source(uri, width, height, fps, loop):
+    """open_source for every URI but csi://, before any turn."""
     size = (int(width), int(height))
     if uri.startswith("test://"):
         query = _query(uri)
@@ -300,13 +332,6 @@ def open_source(uri, width=640, height=480, fps=30.0, loop=False):
         return OpenCVSource(uri, target, cv2.CAP_V4L2, size, fps,
                             hint="is a camera plugged in and free (v4l2-ctl --list-devices), and "
                                  "passed to the container with --device?")
-    if uri.startswith("csi://"):
-        if not opencv_has_gstreamer():
-            raise SourceError("csi:// needs OpenCV built with GStreamer (JetPack's python3-opencv); "
-                              "this OpenCV {} has none".format(cv2.__version__))
-        pipeline = csi_pipeline(int(uri[len("csi://"):] or 0), width, height, fps)
-        return OpenCVSource(uri, pipeline, cv2.CAP_GSTREAMER,
-                            hint="is the ribbon cable seated and nvargus-daemon running?")
     if uri.startswith(("rtsp://", "rtmp://", "http://", "https://")):
         return OpenCVSource(uri, uri, cv2.CAP_FFMPEG, hint="is the stream URL reachable from here?")
     path = uri[len("file://"):] if uri.startswith("file://") else uri
@@ -642,6 +667,8 @@ class Camera(object):
                     if frame is None:
                         ended = True
                         break
+                    if self.source.turn is not None:
+                        frame = self.source.turn(frame)
                     self._hand_to_detector(frame, self.detector.prepare(frame) if prepare_here else None,
                                            captured_at)
             except Exception as exc:

@@ -50,6 +50,23 @@ def test_out_of_range_settings_are_refused_by_name(capsys, monkeypatch):
     assert app.build_parser().parse_args(["serve", "--fps", "12"]).fps == 12.0
 
 
+def test_a_choice_from_the_environment_is_checked_like_one_on_the_command_line(capsys, monkeypatch):
+    """argparse checks `choices` on the command line only: a typo in $STREAMDETECT_FLIP
+    would otherwise reach the pipeline (or, for the log level, crash the start)."""
+    import app
+    for option, variable in (("--flip", "FLIP"), ("--backend", "BACKEND"), ("--precision", "PRECISION"),
+                             ("--log-level", "LOG_LEVEL")):
+        monkeypatch.setenv("STREAMDETECT_" + variable, "sideways")
+        with pytest.raises(SystemExit):
+            app.build_parser().parse_args(["serve"])
+        assert "{}: 'sideways' (from $STREAMDETECT_{}) is not one of ".format(option, variable) in \
+            capsys.readouterr().err
+        monkeypatch.delenv("STREAMDETECT_" + variable)
+    monkeypatch.setenv("STREAMDETECT_FLIP", "rotate-180")
+    assert app.build_parser().parse_args(["serve"]).flip == "rotate-180"
+    assert app.build_parser().parse_args(["serve", "--flip", "horizontal"]).flip == "horizontal"
+
+
 def test_out_of_range_test_source_is_a_one_line_error(red_square_model):
     from camera import SourceError, open_source
     for uri in ("test://?fps=abc", "test://?width=0", "test://?height=100000", "test://?die_after=-1"):

@@ -7,8 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from camera import STAGGER, Camera, SourceError, SyntheticSource, fastest_encoder, jpeg_encoders, open_source
-from streaming import wait_until
+from camera import STAGGER, Camera, SourceError, SyntheticSource, csi_pipeline, fastest_encoder, jpeg_encoders, \
+    open_source
+from streaming import red_square_scene, wait_until
 from yolo_tool import Detector
 
 
@@ -97,6 +98,44 @@ def test_image_folder_source_cycles(tmp_path):
     source.open()
     values = [int(read(source)[0, 0, 0]) for _ in range(4)]
     assert values == [0, 100, 0, 100]
+
+
+# --flip's turns as NumPy makes them, to check OpenCV's against.
+NUMPY_TURNS = {"counterclockwise": lambda a: np.rot90(a, 1), "clockwise": lambda a: np.rot90(a, -1),
+               "rotate-180": lambda a: np.rot90(a, 2), "horizontal": lambda a: a[:, ::-1],
+               "vertical": lambda a: a[::-1]}
+
+
+@pytest.mark.parametrize("flip", sorted(NUMPY_TURNS))
+def test_flip_turns_frames_before_detection(tmp_path, red_square_model, flip):
+    """The pipeline detects on the turned picture: its published frame has the turned
+    size and the same detections as the detector gives for the picture NumPy turned
+    (the red square is off-centre, so each turn puts it elsewhere)."""
+    scene = red_square_scene()
+    cv2.imwrite(str(tmp_path / "scene.png"), scene)
+    detector = Detector(red_square_model, backend="onnxruntime")
+    turned = np.ascontiguousarray(NUMPY_TURNS[flip](scene))
+    expected, _ = detector.detect(turned)
+    camera = Camera(open_source(str(tmp_path), flip=flip), detector).start()
+    try:
+        assert wait_until(lambda: camera.stats()["frames_published"] >= 1, 10)
+        frame = camera.latest_frame()
+    finally:
+        camera.stop()
+    assert (frame.height, frame.width) == turned.shape[:2]
+    assert expected and same_boxes(frame.detections, expected)
+    assert not same_boxes(detector.detect(scene)[0], expected)  # each turn moves the boxes
+
+
+def same_boxes(detections, others):
+    boxes, other_boxes = (np.array(sorted(d.box for d in found)) for found in (detections, others))
+    return boxes.shape == other_boxes.shape and np.allclose(boxes, other_boxes, atol=0.5)
+
+
+def test_csi_camera_turns_in_hardware_with_the_sides_swapped_for_a_quarter_turn():
+    assert "nvvidconv flip-method=2 ! video/x-raw, width=1280, height=720," in csi_pipeline(0, 1280, 720, 30, 2)
+    assert "nvvidconv flip-method=3 ! video/x-raw, width=720, height=1280," in csi_pipeline(0, 1280, 720, 30, 3)
+    assert "nvvidconv flip-method=0 ! video/x-raw, width=1280, height=720," in csi_pipeline(1, 1280, 720, 30)
 
 
 def test_idle_stop_pauses_and_a_viewer_resumes(red_square_model):
