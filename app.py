@@ -6,6 +6,7 @@ and the WSGI callable `app` that uWSGI serves.
 import argparse
 import atexit
 import base64
+import collections
 import hmac
 import io
 import json
@@ -637,6 +638,15 @@ def prometheus_text(camera):
             up = GaugeMetricFamily("streamdetect_source_up", "1 while the source streams", labels=["state"])
             up.add_metric([stats["state"]], 1.0 if stats["state"] == "streaming" else 0.0)
             yield up
+            # Every class the server reports, 0 when absent: a series that vanished
+            # could not be told from a stopped server in a graph or an alert.
+            detector, counts = camera.detector, collections.Counter(
+                detection.label for detection in camera.latest_frame().detections)
+            objects = GaugeMetricFamily("streamdetect_objects", "objects of each class in the latest frame",
+                                        labels=["label"])
+            for label in detector.class_names() or detector.labels:
+                objects.add_metric([label], counts[label])
+            yield objects
 
     registry = CollectorRegistry()
     registry.register(StatsCollector())

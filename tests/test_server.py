@@ -132,6 +132,10 @@ def test_page_api_and_metrics(server):
     status, headers, body = get(server.port, "/metrics")
     assert status == 200 and b"streamdetect_frames_inferred_total" in body
     assert b"streamdetect_frames_decoded_total" in body
+    objects = {line.split(b" ")[0]: float(line.split(b" ")[1]) for line in body.splitlines()
+               if line.startswith(b"streamdetect_objects{")}
+    assert len(objects) == 20 and objects[b'streamdetect_objects{label="aeroplane"}'] >= 1
+    assert objects[b'streamdetect_objects{label="person"}'] == 0
     status, headers, body = get(server.port, "/video_feed?x", timeout=3, method="HEAD")
     assert headers["Content-Type"] == "multipart/x-mixed-replace; boundary=frame"
     assert "no-cache" in headers["Cache-Control"]
