@@ -32,7 +32,12 @@ from yolo_tool import DEFAULT_MODEL, NAMED_MODELS, Detector, cache_dir, draw_det
 
 log = logging.getLogger("streamdetect")
 
-USER_ERRORS = (ModelError, EngineError, SourceError)
+
+class ServerSetupError(Exception):
+    """`serve --production` cannot start (a tool missing, a port taken); the message says what to do."""
+
+
+USER_ERRORS = (ModelError, EngineError, SourceError, ServerSetupError)
 BOUNDARY = "frame"
 # /video_feed?fps=N: at least one part a second, so that a viewer who has gone is
 # still found within about a second by a failed write.
@@ -773,8 +778,8 @@ def require_free_port(host, number, option):
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as nginx and uWSGI bind
         probe.bind((host or "0.0.0.0", number))
     except OSError as exc:
-        raise EngineError("cannot listen on {}:{} ({}); is another server (another streamdetect?) "
-                          "using it? Pass another {}".format(host or "0.0.0.0", number, exc.strerror, option))
+        raise ServerSetupError("cannot listen on {}:{} ({}); is another server (another streamdetect?) "
+                               "using it? Pass another {}".format(host or "0.0.0.0", number, exc.strerror, option))
     finally:
         probe.close()
 
@@ -784,10 +789,10 @@ def serve_production(args):
     uwsgi, nginx = shutil.which("uwsgi"), shutil.which("nginx") or (
         "/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
     if not uwsgi or not nginx:
-        raise EngineError("--production needs uwsgi and nginx on PATH (pip install uwsgi; "
-                          "apt-get install nginx); or run without --production")
+        raise ServerSetupError("--production needs uwsgi and nginx on PATH (pip install uwsgi; "
+                               "apt-get install nginx); or run without --production")
     if args.tls_cert and not args.tls_key:
-        raise EngineError("--tls-cert needs --tls-key")
+        raise ServerSetupError("--tls-cert needs --tls-key")
     listeners = [(args.host, args.port, "--port"), ("127.0.0.1", args.stats_port, "--stats-port")]
     if args.tls_cert:
         listeners.append((args.host, args.tls_port, "--tls-port"))
