@@ -645,11 +645,10 @@ def prometheus_text(camera):
             yield up
             # Every class the server reports, 0 when absent: a series that vanished
             # could not be told from a stopped server in a graph or an alert.
-            detector, counts = camera.detector, collections.Counter(
-                detection.label for detection in camera.latest_frame().detections)
+            counts = collections.Counter(detection.label for detection in camera.latest_frame().detections)
             objects = GaugeMetricFamily("streamdetect_objects", "objects of each class in the latest frame",
                                         labels=["label"])
-            for label in detector.class_names() or detector.labels:
+            for label in camera.detector.class_names() or camera.detector.labels:
                 objects.add_metric([label], counts[label])
             yield objects
 
