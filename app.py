@@ -7,6 +7,7 @@ import argparse
 import atexit
 import base64
 import collections
+import functools
 import hmac
 import io
 import json
@@ -606,10 +607,14 @@ def detection_events(camera, max_fps=None):
     """Server-sent events: each new frame's detections as one event (its id the
     frame number), a comment line while none comes."""
     for frame, new in newest_frames(camera, max_fps):
-        if new:
-            yield "id: {}\ndata: {}\n\n".format(frame.seq, json.dumps(frame_record(camera, frame))).encode()
-        else:
-            yield b": no new frame\n\n"
+        yield detection_event(camera, frame) if new else b": no new frame\n\n"
+
+
+@functools.lru_cache(maxsize=4)
+def detection_event(camera, frame):
+    """A frame's event, made once for all its readers as its JPEG part is (27 us a
+    reader and frame here: 4 % of a core for 50 readers at 30 FPS otherwise)."""
+    return "id: {}\ndata: {}\n\n".format(frame.seq, json.dumps(frame_record(camera, frame))).encode()
 
 
 def frame_record(camera, frame):
