@@ -896,7 +896,8 @@ def add_serve_options(parser):
                        help="capture height asked of cameras (default %(default)s)")
     group.add_argument("--fps", type=ranged(*CAPTURE_LIMITS["fps"]), default=env("FPS", 30),
                        help="capture rate asked of cameras and test:// (default %(default)s)")
-    group.add_argument("--flip", choices=sorted(FLIPS), type=one_of(sorted(FLIPS)), default=env("FLIP", "none"),
+    flips = sorted(FLIPS)
+    group.add_argument("--flip", choices=flips, type=one_of(flips), default=env("FLIP", "none"),
                        help="turn each frame before detection, for a camera mounted upside down "
                             "(rotate-180) or sideways, or a mirror view (horizontal); a CSI camera "
                             "turns it in hardware (default %(default)s)")
