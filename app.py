@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from camera import CAPTURE_LIMITS, FLIPS, Camera, SourceError, TooManyViewers, encode_opencv, number_in_range, \
-    open_source, resolve_source
+    open_source, quiet_opencv, resolve_source
 from get_engine import BACKENDS, PRECISIONS, EngineError, ModelError
 from yolo_tool import DEFAULT_MODEL, NAMED_MODELS, Detector, cache_dir, draw_detections, parse_anchors, \
     read_labels, resolve_model
@@ -938,7 +938,7 @@ def add_serve_options(parser):
 def build_parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"), choices=LOG_LEVELS, type=one_of(LOG_LEVELS),
-                        help="default %(default)s")
+                        help="default %(default)s; DEBUG also shows OpenCV's own messages")
     parser = argparse.ArgumentParser(
         prog="python app.py",
         description="Live object detection (Tiny YOLOv2) streamed to browsers. With no command, "
@@ -1007,13 +1007,18 @@ def build_parser():
     return parser
 
 
+def configure_logging(level):
+    """Our log on stderr at `level`; OpenCV's own only at DEBUG (camera.quiet_opencv)."""
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_opencv(level)
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if not any(arg in COMMANDS for arg in argv) and not {"-h", "--help"} & set(argv):
         argv.insert(0, "serve")
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     try:
         return args.handler(args)
     except USER_ERRORS as exc:
@@ -1030,6 +1035,5 @@ else:
     # Building it starts nothing: the pipeline starts at the first request.
     environment_settings = settings_from_env()  # a bad $STREAMDETECT_* value: argparse's one-line error
     if "uwsgi" in sys.modules:
-        logging.basicConfig(level=environment_settings.log_level, stream=sys.stderr,
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        configure_logging(environment_settings.log_level)
     app = create_app(environment_settings)

@@ -253,6 +253,20 @@ class OpenCVSource(FrameSource):
             self.capture = None
 
 
+def quiet_opencv(log_level):
+    """Keep OpenCV's own log to errors unless ours is at DEBUG: its `[ WARN ]` lines
+    (one at every failed open, repeated at each reconnect; GStreamer's position
+    queries on a CSI camera) repeat what our one-line reasons say. A set
+    $OPENCV_LOG_LEVEL has the last word."""
+    if log_level == "DEBUG" or "OPENCV_LOG_LEVEL" in os.environ:
+        return
+    opencv_logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if opencv_logging is not None:  # newer builds (5.0 has it, 4.6 not)
+        opencv_logging.setLogLevel(opencv_logging.LOG_LEVEL_ERROR)
+    elif hasattr(cv2, "setLogLevel"):  # older builds, with the same numbering
+        cv2.setLogLevel(2)  # ERROR
+
+
 def opencv_has_gstreamer():
     for line in cv2.getBuildInformation().splitlines():
         if line.strip().startswith("GStreamer:"):

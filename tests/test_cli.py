@@ -1,12 +1,14 @@
 """The command line as a user runs it: `python app.py ...` in a subprocess."""
 import json
 import os
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
 
-from streaming import red_square_scene, run_app as run
+from streaming import ROOT, free_port, red_square_scene, run_app as run
 
 
 def test_help_lists_the_commands():
@@ -76,6 +78,40 @@ def test_out_of_range_test_source_is_a_one_line_error(red_square_model):
     result = run("serve", "--source", "test://?fps=0", "--model", red_square_model, "--port", "1")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "error: test://?fps=0: fps=0 is not a number from 0.1 to 240.0" in result.stderr
+
+
+def serve_log_until(marker, *args):
+    """The log of `python app.py serve ARGS...` up to the line with `marker` (then stopped)."""
+    server = subprocess.Popen([sys.executable, os.path.join(ROOT, "app.py"), "serve", "--host", "127.0.0.1",
+                               "--port", str(free_port())] + list(args),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    lines = []
+    try:
+        for line in server.stdout:
+            lines.append(line)
+            if marker in line:
+                break
+    finally:
+        server.kill()
+        server.communicate()
+    return "".join(lines)
+
+
+def test_opencv_messages_show_only_at_debug(red_square_model):
+    """A camera that is not there is told once per attempt, in our words. OpenCV 4.7+
+    adds its own `[ WARN ] ... can't be used to capture by name` each time: only at
+    --log-level DEBUG (OpenCV 4.6, the Python 3.6 pin, prints none at all)."""
+    absent = "/dev/video99"
+    attempt = "WARNING streamdetect.camera: cannot open {}; is a camera plugged in".format(absent)
+    quiet = serve_log_until("reconnecting in 1.0 s", "--source", absent, "--model", red_square_model)
+    assert quiet.count(attempt) == 2 and "Traceback" not in quiet
+    assert "[ WARN" not in quiet and "capture by name" not in quiet
+    probe = subprocess.run([sys.executable, "-c", "import cv2; cv2.VideoCapture({!r}, cv2.CAP_V4L2)".format(absent)],
+                           stderr=subprocess.PIPE, universal_newlines=True)
+    if "[ WARN" in probe.stderr:  # this OpenCV tells of a failed open: DEBUG shows it
+        debug = serve_log_until("reconnecting in 1.0 s", "--source", absent, "--model", red_square_model,
+                                "--log-level", "DEBUG")
+        assert "[ WARN" in debug and debug.count(attempt) == 2
 
 
 def test_detect_never_overwrites_its_inputs_and_reports_what_it_cannot_write(tmp_path, red_square_model):
