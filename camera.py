@@ -87,6 +87,10 @@ class FrameSource(object):
     def open(self):
         """Open the device or stream; raise SourceError with a hint when it cannot."""
 
+    def mode(self):
+        """What the open source delivers, for the log: '640x480 at 30 FPS'."""
+        raise NotImplementedError
+
     def grab(self):
         raise NotImplementedError
 
@@ -119,6 +123,9 @@ class SyntheticSource(FrameSource):
     def open(self):
         self.count = 0
         self.next_due = time.time()
+
+    def mode(self):
+        return "{}x{} at {:g} FPS".format(self.width, self.height, self.fps)
 
     def grab(self):
         if self.die_after and self.count >= self.die_after:
@@ -170,6 +177,9 @@ class ImageFolderSource(FrameSource):
         if not self.paths:
             raise SourceError("folder {} has no images ({})".format(self.folder, ", ".join(IMAGE_EXTENSIONS)))
         self.index, self.next_due = 0, time.time()
+
+    def mode(self):
+        return "{} images at {:g} FPS".format(len(self.paths), self.fps)
 
     def grab(self):
         """The next image that OpenCV can read, read here: a slide show is slow
@@ -227,6 +237,30 @@ class OpenCVSource(FrameSource):
         self.interval = 1.0 / (self.fps or (file_fps if 1.0 <= file_fps <= 240.0 else 30.0))
         self.next_due = time.time()
         self.capture = capture
+        self._warn_if_mode_differs()
+
+    def mode(self):
+        width, height, fourcc, fps = self._reported_mode()
+        return "{}x{}{} at {:g} FPS".format(width, height, " " + fourcc if fourcc else "", fps)
+
+    def _reported_mode(self):
+        """(width, height, FOURCC or "", FPS) as the device or stream reports them (0 where it does not)."""
+        code = int(self.capture.get(cv2.CAP_PROP_FOURCC))
+        fourcc = "".join(chr((code >> shift) & 0xFF) for shift in (0, 8, 16, 24)).strip("\0 ")
+        return (int(self.capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(self.capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                fourcc if fourcc.isalnum() else "", round(self.capture.get(cv2.CAP_PROP_FPS), 2))
+
+    def _warn_if_mode_differs(self):
+        """A camera without the mode asked of it silently picks another: say so."""
+        width, height, _, fps = self._reported_mode()
+        asked_fps = self.fps if self.live else None
+        if (self.size and width and (width, height) != tuple(self.size)) or \
+                (asked_fps and fps and abs(fps - asked_fps) > 0.5):
+            asked = ["{}x{}".format(*self.size)] if self.size else []
+            asked += ["{:g} FPS".format(asked_fps)] if asked_fps else []
+            log.warning("%s gives %s, not the %s asked (--width, --height, --fps): it has no such mode%s",
+                        self.uri, self.mode(), " at ".join(asked),
+                        "; v4l2-ctl --list-formats-ext lists its modes" if self.api == cv2.CAP_V4L2 else "")
 
     def grab(self):
         ok = self.capture.grab()
@@ -659,7 +693,7 @@ class Camera(object):
                 failures += 1
                 self._source_down("cannot open {}: {}".format(self.source.uri, exc), failures)
                 continue
-            log.info("source %s open", self.source.uri)
+            log.info("source %s open: %s", self.source.uri, self.source.mode())
             self.last_capture_at = time.time()
             self._set_state("streaming", "")
             ended = False

@@ -69,6 +69,49 @@ def test_unknown_or_undecodable_source_is_a_clear_error(tmp_path):
         open_source(str(garbage))
 
 
+class CameraWithOneMode(object):
+    """Stands in for cv2.VideoCapture on a V4L2 camera (none can exist here) that has
+    only 640x480 YUYV at 30 FPS: it accepts any setting and keeps its own, as V4L2 does."""
+
+    MODE = {cv2.CAP_PROP_FRAME_WIDTH: 640, cv2.CAP_PROP_FRAME_HEIGHT: 480, cv2.CAP_PROP_FPS: 30.0,
+            cv2.CAP_PROP_FOURCC: float(cv2.VideoWriter_fourcc(*"YUYV"))}
+
+    def __init__(self, *args):
+        self.settings = {}
+
+    def isOpened(self):
+        return True
+
+    def set(self, prop, value):
+        self.settings[prop] = value
+        return True
+
+    def get(self, prop):
+        return self.MODE.get(prop, 0.0)
+
+    def release(self):
+        pass
+
+
+def test_a_camera_without_the_mode_asked_says_which_it_gives(monkeypatch, caplog):
+    monkeypatch.setattr(cv2, "VideoCapture", CameraWithOneMode)
+    asked = {(640, 480, 30): "", (1280, 720, 30): "1280x720 at 30 FPS", (640, 480, 60): "640x480 at 60 FPS"}
+    for (width, height, fps), differs in asked.items():
+        caplog.clear()
+        source = open_source("/dev/video0", width=width, height=height, fps=fps)
+        source.open()
+        assert source.mode() == "640x480 YUYV at 30 FPS"
+        warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+        if differs:
+            assert warnings == ["/dev/video0 gives 640x480 YUYV at 30 FPS, not the {} asked (--width, --height, "
+                                "--fps): it has no such mode; v4l2-ctl --list-formats-ext lists its modes"
+                                .format(differs)]
+        else:
+            assert warnings == []
+        assert source.capture.settings[cv2.CAP_PROP_FRAME_WIDTH] == width
+        source.close()
+
+
 def test_video_file_source_plays_and_ends(tmp_path):
     path = str(tmp_path / "clip.avi")
     writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 50, (160, 120))
@@ -77,6 +120,7 @@ def test_video_file_source_plays_and_ends(tmp_path):
     writer.release()
     source = open_source(path)
     source.open()
+    assert source.mode() == "160x120 MJPG at 50 FPS"
     frames = [read(source) for _ in range(11)]
     source.close()
     assert all(f is not None and f.shape == (120, 160, 3) for f in frames[:10]) and frames[10] is None
