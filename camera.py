@@ -163,29 +163,42 @@ class SyntheticSource(FrameSource):
 
 
 class ImageFolderSource(FrameSource):
-    """The images of a folder in name order, shown at `fps`, cycled."""
+    """The images of a folder in name order, shown at `fps`, cycled. The folder is
+    listed again at the end of each round, so images added meanwhile are shown."""
 
     def __init__(self, uri, folder, fps=2.0):
         super(ImageFolderSource, self).__init__(uri)
         self.folder, self.fps = folder, float(fps)
         self.paths, self.index, self.next_due = [], 0, 0.0
+        self.unreadable = set()  # (path, modification time) of files OpenCV could not read
         self.image = None
 
     def open(self):
-        self.paths = sorted(p for p in glob.glob(os.path.join(self.folder, "*"))
-                            if p.lower().endswith(IMAGE_EXTENSIONS))
+        self._list()
         if not self.paths:
-            raise SourceError("folder {} has no images ({})".format(self.folder, ", ".join(IMAGE_EXTENSIONS)))
-        self.index, self.next_due = 0, time.time()
+            raise SourceError("folder {} has no images OpenCV can read ({})".format(
+                self.folder, ", ".join(IMAGE_EXTENSIONS)))
+        self.next_due = time.time()
+
+    def _list(self):
+        """The folder's images but those known unreadable as they are now (changed, one is tried again)."""
+        paths = sorted(p for p in glob.glob(os.path.join(self.folder, "*")) if p.lower().endswith(IMAGE_EXTENSIONS))
+        self.paths = [path for path in paths if _version(path) not in self.unreadable]
+        self.index = 0
 
     def mode(self):
         return "{} images at {:g} FPS".format(len(self.paths), self.fps)
 
     def grab(self):
         """The next image that OpenCV can read, read here: a slide show is slow
-        enough that decoding each image is no waste."""
-        for _ in range(len(self.paths)):
-            path = self.paths[self.index % len(self.paths)]
+        enough that decoding each image is no waste. One it cannot read is said
+        once and left out; False when none is left."""
+        while True:
+            if self.index >= len(self.paths):
+                self._list()
+                if not self.paths:
+                    return False
+            path = self.paths[self.index]
             self.index += 1
             self.image = cv2.imread(path, cv2.IMREAD_COLOR)
             if self.image is not None:
@@ -194,11 +207,21 @@ class ImageFolderSource(FrameSource):
                     time.sleep(delay)
                 self.next_due = max(self.next_due + 1.0 / self.fps, time.time())
                 return True
-            log.warning("skipping %s: not an image OpenCV can read", path)
-        return False
+            version = _version(path)
+            if version[1] is not None:  # a file removed since the listing is no news
+                log.warning("leaving out %s: not an image OpenCV can read (tried again once it changes)", path)
+                self.unreadable.add(version)
 
     def retrieve(self):
         return self.image
+
+
+def _version(path):
+    """(path, modification time), or (path, None) for a file that has gone."""
+    try:
+        return path, os.path.getmtime(path)
+    except OSError:
+        return path, None
 
 
 class OpenCVSource(FrameSource):

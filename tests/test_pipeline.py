@@ -1,5 +1,6 @@
 """The Camera pipeline in-process: sources, encoder choice, status frames, idle stop."""
 import itertools
+import os
 import threading
 import time
 
@@ -138,10 +139,36 @@ def test_image_folder_source_cycles(tmp_path):
     for index in range(2):
         cv2.imwrite(str(tmp_path / "{}.png".format(index)), np.full((40, 50, 3), index * 100, np.uint8))
     (tmp_path / "notes.txt").write_text("skip me")
-    source = open_source(str(tmp_path), fps=100)
+    source = open_source(str(tmp_path), fps=25)
     source.open()
     values = [int(read(source)[0, 0, 0]) for _ in range(4)]
     assert values == [0, 100, 0, 100]
+
+
+def test_image_folder_source_says_once_what_it_leaves_out_and_shows_new_images(tmp_path, caplog):
+    def write(name, value, mtime):
+        cv2.imwrite(str(tmp_path / name), np.full((40, 50, 3), value, np.uint8))
+        os.utime(str(tmp_path / name), (mtime, mtime))
+    write("0.png", 0, 1000)
+    (tmp_path / "1.jpg").write_bytes(b"not a picture")
+    os.utime(str(tmp_path / "1.jpg"), (1000, 1000))
+    source = open_source(str(tmp_path), fps=25)
+    source.open()
+    assert [int(read(source)[0, 0, 0]) for _ in range(3)] == [0, 0, 0]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "leaving out {}: not an image OpenCV can read (tried again once it changes)".format(tmp_path / "1.jpg")]
+    write("2.png", 200, 1000)  # added while it plays: in the next round
+    assert [int(read(source)[0, 0, 0]) for _ in range(4)] == [0, 200, 0, 200]
+    write("1.jpg", 100, 2000)  # mended: tried again
+    assert [int(read(source)[0, 0, 0]) for _ in range(3)] == [0, 100, 200]
+    for name in ("0.png", "1.jpg", "2.png"):
+        (tmp_path / name).unlink()
+    assert read(source) is None and read(source) is None  # the round ends; nothing is left
+    (tmp_path / "3.jpg").write_bytes(b"not a picture either")
+    source.open()
+    assert read(source) is None
+    with pytest.raises(SourceError, match="has no images OpenCV can read"):  # the pipeline's reopening
+        source.open()
 
 
 # --flip's turns as NumPy makes them, to check OpenCV's against.
