@@ -896,6 +896,8 @@ class Camera(object):
             " x{} at once".format(in_flight) if in_flight > 1 else ""))
         self.last_live_frame = self._publish(frame, detections, inference_ms, captured_at)
         self.counters["frames_published"] += 1
+        if self.state in ("reconnecting", "ended"):  # a frame captured before the source stopped,
+            self._publish_status(self.state)        # finished after its status was shown: show it again
         return self.last_live_frame
 
     def _publish(self, image, detections, inference_ms, captured_at, status=None):

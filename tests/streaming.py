@@ -131,7 +131,8 @@ class Server(object):
     def stats(self):
         return get_json(self.port, "/api/stats")[1]
 
-    def __exit__(self, *exc):
+    def stop(self):
+        """SIGTERM to the server (SIGKILL after 10 s); nothing once it has ended."""
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
@@ -139,6 +140,9 @@ class Server(object):
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(5)
+
+    def __exit__(self, *exc):
+        self.stop()
         os.remove(self.log_path)
 
 

@@ -244,6 +244,27 @@ def test_viewers_get_a_status_frame_when_the_source_dies(red_square_model):
     assert camera.latest_frame().status == "stopped"
 
 
+def test_a_file_that_ends_is_marked_ended_after_its_last_frames(tmp_path, tiny_yolov2_model):
+    """Frames still in the detectors when a file ends are published after its ENDED
+    frame; that mark must come last, on the last picture, or viewers would keep an
+    unmarked picture and /api/detections would say "live" for good."""
+    path = str(tmp_path / "clip.avi")
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 30, (640, 480))
+    for index in range(20):
+        writer.write(np.full((480, 640, 3), index * 10, np.uint8))
+    writer.release()
+    detector = Detector(tiny_yolov2_model, backend="onnxruntime")  # the real architecture: frames in flight
+    camera = Camera(open_source(path), detector).start()
+    try:
+        assert wait_until(lambda: camera.state == "ended", 10)
+        time.sleep(1.0)  # longer than the frames in flight take
+        last = camera.latest_frame()
+        assert last.status == "ended" and last.seq > camera.last_live_frame.seq
+        assert camera.stats()["frames_published"] >= 2
+    finally:
+        camera.stop()
+
+
 def test_broadcast_wakes_every_reader_for_every_frame_it_waits_for():
     """Lock-step: each frame is published only once every reader has the one before,
     so a reader that missed a wake-up would sit out its 5 s timeout."""

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streaming import Server, Viewer, get, get_json, read_events, red_square_scene, wait_for_viewers, watch
+from streaming import Server, Viewer, get, get_json, read_events, red_square_scene, wait_for_viewers, wait_until, watch
 
 FPS = 20
 
@@ -228,6 +228,28 @@ def test_source_that_dies_is_reopened(red_square_model):
         assert seen[:3] == [200, 503, 200]
         stats = server.stats()
         assert stats["reconnects"] >= 1
+
+
+def test_a_network_stream_is_followed_and_reopened_when_it_comes_back(red_square_model):
+    """Another server's /video_feed as an http:// source: FFmpeg reads a real multipart
+    stream over HTTP (detections follow its picture); when that server stops, viewers
+    see RECONNECTING and /healthz 503, and once it is back on its port, frames flow again."""
+    upstream = Server("serve", "--source", "test://?fps=15", "--model", red_square_model)
+    with upstream:
+        url = "http://127.0.0.1:{}/video_feed".format(upstream.port)
+        with Server("serve", "--source", url, "--model", red_square_model) as server:
+            assert wait_until(lambda: get_json(server.port, "/api/detections")[1]["detections"], 10)
+            assert server.stats()["source"] == url
+            upstream.stop()
+            assert wait_until(lambda: server.stats()["state"] == "reconnecting", 10)
+            assert get(server.port, "/healthz")[0] == 503
+            assert wait_until(lambda: get_json(server.port, "/api/detections")[1]["status"] == "reconnecting", 2)
+            back = Server("serve", "--source", "test://?fps=15", "--model", red_square_model)
+            back.port = upstream.port
+            with back:
+                published = server.stats()["frames_published"]
+                assert wait_until(lambda: server.stats()["frames_published"] > published + 10, 20)
+                assert get(server.port, "/healthz")[0] == 200 and server.stats()["reconnects"] >= 1
 
 
 def test_token_protects_everything_but_healthz(red_square_model):
