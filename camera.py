@@ -574,6 +574,7 @@ class Camera(object):
         self._detected = threading.Condition()
         self._to_render = None
         self._newest_detected = 0  # capture number of the newest frame handed to the renderer
+        self._failed_at = 0.0  # when an inference last failed
         self._seq = 0
         self._threads = []
         self._publish_status("starting")
@@ -847,15 +848,22 @@ class Camera(object):
         self.timings[name] = value if not previous else 0.9 * previous + 0.1 * value
 
     def _detect_frame(self, number, frame, blob, captured_at):
-        self._average("wait_ms", (time.time() - captured_at) * 1000.0)
+        started = time.time()
+        self._average("wait_ms", (started - captured_at) * 1000.0)
         try:
             output, inference_ms = self.detector.run(self.detector.prepare(frame) if blob is None else blob)
         except Exception as exc:
-            log.exception("inference failed")
+            if self.state == "error":  # still failing: the log has the traceback already
+                log.warning("inference failed again: %s", exc)
+            else:
+                log.exception("inference failed")
+            self._failed_at = time.time()
             self._set_state("error", "inference failed: {}".format(exc))
-            self._publish_status("inference failed")
+            self._publish_status("error")
             self._stop.wait(1.0)
             return
+        if self.state == "error" and started > self._failed_at:  # one begun since the failure worked
+            self._set_state("streaming", "")
         with self._detected:
             self.counters["frames_inferred"] += 1
             self._average("inference_ms", inference_ms)
@@ -896,8 +904,8 @@ class Camera(object):
             " x{} at once".format(in_flight) if in_flight > 1 else ""))
         self.last_live_frame = self._publish(frame, detections, inference_ms, captured_at)
         self.counters["frames_published"] += 1
-        if self.state in ("reconnecting", "ended"):  # a frame captured before the source stopped,
-            self._publish_status(self.state)        # finished after its status was shown: show it again
+        if self.state in ("reconnecting", "ended", "error"):  # a frame begun before the source stopped or
+            self._publish_status(self.state)                 # inference failed, finished after the status
         return self.last_live_frame
 
     def _publish(self, image, detections, inference_ms, captured_at, status=None):

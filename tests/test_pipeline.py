@@ -265,6 +265,32 @@ def test_a_file_that_ends_is_marked_ended_after_its_last_frames(tmp_path, tiny_y
         camera.stop()
 
 
+def test_the_pipeline_recovers_from_failed_inferences(red_square_model, caplog):
+    """A failure cannot be caused for real here (a GPU's would be): the detector is made
+    to fail three times in a row. Viewers are told, the log has one traceback, and once
+    inference works again the state, /healthz and the pictures are live again."""
+    detector = Detector(red_square_model, backend="onnxruntime")
+    run, calls = detector.run, []
+
+    def failing_three_times(blob):
+        calls.append(1)
+        if 10 <= len(calls) < 13:
+            raise RuntimeError("an illegal memory access was encountered")
+        return run(blob)
+    detector.run = failing_three_times
+    camera = Camera(open_source("test://?fps=30"), detector).start()
+    try:
+        assert wait_until(lambda: camera.state == "error", 10)
+        assert wait_until(lambda: camera.latest_frame().status == "error", 2) and not camera.healthy()
+        assert camera.stats()["last_error"] == "inference failed: an illegal memory access was encountered"
+        assert wait_until(lambda: camera.state == "streaming" and camera.healthy(), 10)
+        assert camera.latest_frame().status is None and camera.stats()["last_error"] == ""
+    finally:
+        camera.stop()
+    failures = [r for r in caplog.records if "inference failed" in r.getMessage() and r.levelname != "INFO"]
+    assert len(failures) == 3 and sum(1 for r in failures if r.exc_info) == 1
+
+
 def test_broadcast_wakes_every_reader_for_every_frame_it_waits_for():
     """Lock-step: each frame is published only once every reader has the one before,
     so a reader that missed a wake-up would sit out its 5 s timeout."""
