@@ -670,6 +670,7 @@ def settings_from_env():
 def cmd_serve(args):
     if args.production:
         return serve_production(args)
+    require_free_port(args.host, args.port, "--port")
     app = create_app(args, start=True)
     camera = app.extensions["streamdetect"].camera
     log.info("serving on http://%s:%d/ (source %s, backend %s)", args.host, args.port,
@@ -774,16 +775,19 @@ def _die_with_parent():
 
 
 def require_free_port(host, number, option):
-    """An error naming the option now, rather than nginx or uWSGI failing to bind later
-    (a second instance would collide on the default --stats-port, say)."""
+    """An error naming the option now, before the camera and model are opened, rather
+    than the server failing to bind later (a second instance would collide on the
+    default --stats-port, say)."""
+    import errno
     import socket
     probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as nginx and uWSGI bind
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as nginx, uWSGI and Werkzeug bind
         probe.bind((host or "0.0.0.0", number))
     except OSError as exc:
-        raise ServerSetupError("cannot listen on {}:{} ({}); is another server (another streamdetect?) "
-                               "using it? Pass another {}".format(host or "0.0.0.0", number, exc.strerror, option))
+        hint = ("is another server (another streamdetect?) using it? Pass another " + option
+                if exc.errno == errno.EADDRINUSE else "is {} an address of this machine (--host)?".format(host))
+        raise ServerSetupError("cannot listen on {}:{} ({}); {}".format(host or "0.0.0.0", number, exc.strerror, hint))
     finally:
         probe.close()
 

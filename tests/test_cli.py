@@ -114,6 +114,25 @@ def test_opencv_messages_show_only_at_debug(red_square_model):
         assert "[ WARN" in debug and debug.count(attempt) == 2
 
 
+def test_serve_names_a_port_it_cannot_listen_on_before_opening_anything(red_square_model):
+    import socket
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    number = taken.getsockname()[1]
+    try:
+        result = run("serve", "--host", "127.0.0.1", "--port", str(number), "--model", red_square_model,
+                     "--source", "test://")
+    finally:
+        taken.close()
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: cannot listen on 127.0.0.1:{} (Address already in use); is another server (another " \
+        "streamdetect?) using it? Pass another --port".format(number) in result.stderr
+    assert "pipeline started" not in result.stderr  # the camera was never opened
+    elsewhere = run("serve", "--host", "203.0.113.77", "--port", "8080", "--model", red_square_model)
+    assert elsewhere.returncode == 2 and "is 203.0.113.77 an address of this machine (--host)?" in elsewhere.stderr
+
+
 def test_detect_never_overwrites_its_inputs_and_reports_what_it_cannot_write(tmp_path, red_square_model):
     scene = tmp_path / "scene.png"
     cv2.imwrite(str(scene), np.full((60, 80, 3), 90, np.uint8))
