@@ -675,9 +675,15 @@ def cmd_serve(args):
     camera = app.extensions["streamdetect"].camera
     log.info("serving on http://%s:%d/ (source %s, backend %s)", args.host, args.port,
              camera.source.uri, camera.detector.backend)
-    from werkzeug.serving import run_simple
+    from werkzeug.serving import WSGIRequestHandler, run_simple
+
+    class LettingFrozenClientsGo(WSGIRequestHandler):
+        """A blocked write to a client that takes nothing (a frozen tab, a suspended
+        laptop) would hold its thread and viewer place for good."""
+        timeout = args.client_timeout
     try:
-        run_simple(args.host, args.port, app, threaded=True, use_reloader=False)
+        run_simple(args.host, args.port, app, threaded=True, use_reloader=False,
+                   request_handler=LettingFrozenClientsGo)
     finally:
         app.extensions["streamdetect"].stop()
     return 0
@@ -754,6 +760,7 @@ def write_production_configs(args, run_dir, nginx):
         "LISTEN": listen, "TLS_SERVER": tls, "MAX_BODY": "{}k".format(int(args.max_upload_mb * 1024) + 1024),
         "TOO_LARGE_JSON": json.dumps({"error": upload_too_large(args.max_upload_mb)}),
         "PER_CLIENT": args.per_client_limit, "NGINX_CONF_DIR": nginx_conf_dir(nginx),
+        "CLIENT_TIMEOUT": args.client_timeout,
     }
     static = os.path.join(run_dir, "static")  # a copy nginx's workers can read wherever the app lives
     if os.path.isdir(static):
@@ -920,6 +927,9 @@ def add_serve_options(parser):
                             "the cores; 2 gives more FPS than 1 (no cores wait for each other) at "
                             "about twice the latency; 0 = 2 where there are 2 cores or more "
                             "(default %(default)s)")
+    group.add_argument("--client-timeout", type=ranged(int, 1), default=env("CLIENT_TIMEOUT", 30), metavar="SECONDS",
+                       help="let a viewer go whose connection has taken nothing for this long (a frozen or "
+                            "vanished client), freeing its place (default %(default)s)")
     group.add_argument("--max-upload-mb", type=ranged(float, 0.01), default=env("MAX_UPLOAD_MB", 10),
                        help="largest /api/detect upload in MB (default %(default)s)")
     group.add_argument("--production", action="store_true",

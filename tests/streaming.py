@@ -235,6 +235,16 @@ class Viewer(threading.Thread):
         return self.frames / max((self.closed_at or time.time()) - self.started_at, 1e-6)
 
 
+def frozen_viewer(port, path="/video_feed"):
+    """A client that asks for the stream and then takes nothing, as a frozen tab or a
+    suspended laptop does: the socket, to be closed by the caller."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the server's writes block sooner
+    sock.connect(("127.0.0.1", port))
+    sock.sendall("GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".format(path).encode())
+    return sock
+
+
 def wait_for_viewers(server, count, seconds):
     """The server's viewer count once it is `count`, or after `seconds`."""
     deadline = time.time() + seconds

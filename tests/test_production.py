@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from streaming import HAS_PRODUCTION_STACK, Server, Viewer, free_port, get, get_json, read_events, red_square_scene, \
-    run_app, wait_for_viewers, wait_until, watch
+from streaming import HAS_PRODUCTION_STACK, Server, Viewer, free_port, frozen_viewer, get, get_json, read_events, \
+    red_square_scene, run_app, wait_for_viewers, wait_until, watch
 
 pytestmark = pytest.mark.skipif(not HAS_PRODUCTION_STACK,
                                 reason="needs uwsgi (pip) and nginx (apt-get install nginx)")
@@ -170,6 +170,18 @@ def test_a_client_over_its_connection_limit_gets_json(red_square_model):
         finally:
             for viewer in viewers:
                 viewer.close()
+
+
+def test_a_frozen_viewer_is_let_go_after_the_client_timeout(red_square_model):
+    """uWSGI's socket-timeout is --client-timeout: a client that takes nothing frees its
+    thread and viewer's place once nginx's buffers and uWSGI's wait are spent."""
+    with production(red_square_model, "--client-timeout", "2") as stack:
+        frozen = frozen_viewer(stack.port)
+        try:
+            assert wait_for_viewers(stack, 1, 5) == 1
+            assert wait_for_viewers(stack, 0, 20) == 0
+        finally:
+            frozen.close()
 
 
 def test_a_taken_port_is_named_before_anything_starts(red_square_model):

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streaming import Server, Viewer, get, get_json, read_events, red_square_scene, wait_for_viewers, wait_until, watch
+from streaming import Server, Viewer, frozen_viewer, get, get_json, read_events, red_square_scene, wait_for_viewers, wait_until, watch
 
 FPS = 20
 
@@ -250,6 +250,21 @@ def test_a_network_stream_is_followed_and_reopened_when_it_comes_back(red_square
                 published = server.stats()["frames_published"]
                 assert wait_until(lambda: server.stats()["frames_published"] > published + 10, 20)
                 assert get(server.port, "/healthz")[0] == 200 and server.stats()["reconnects"] >= 1
+
+
+def test_a_frozen_viewer_is_let_go_after_the_client_timeout(red_square_model):
+    """Without a time-out, the development server's write to a client that takes nothing
+    blocks for good, holding a thread and a viewer's place (--max-viewers)."""
+    with Server("serve", "--source", "test://?fps={}".format(FPS), "--model", red_square_model,
+                "--client-timeout", "2") as server:
+        frozen = frozen_viewer(server.port)
+        try:
+            assert wait_for_viewers(server, 1, 5) == 1
+            assert wait_for_viewers(server, 0, 15) == 0
+            [other] = watch(server.port, 1, 2)
+            assert other.error is None and other.rate() > FPS * 0.5
+        finally:
+            frozen.close()
 
 
 def test_token_protects_everything_but_healthz(red_square_model):
