@@ -7,6 +7,7 @@ import argparse
 import atexit
 import base64
 import collections
+import contextlib
 import functools
 import hmac
 import io
@@ -40,6 +41,12 @@ class ServerSetupError(Exception):
 
 USER_ERRORS = (ModelError, EngineError, SourceError, ServerSetupError)
 BOUNDARY = "frame"
+# Uploads handled at once, from reading one to answering: the detector takes them one or
+# two at a time anyway, and each can hold ~150 MB (a 40-megapixel picture decoded, then
+# drawn on), so more at once would only put a 4 GB Jetson's memory at risk. Others wait
+# their turn, this long at most.
+UPLOADS_AT_ONCE = 2
+UPLOAD_WAIT_SECONDS = 30.0
 # /video_feed?fps=N: at least one part a second, so that a viewer who has gone is
 # still found within about a second by a failed write.
 VIEWER_FPS_LIMITS = (1.0, 240.0)
@@ -412,6 +419,7 @@ def create_app(settings=None, start=False):
     app.extensions["streamdetect"] = pipeline
     token = os.environ.get("STREAMDETECT_TOKEN", "")
     max_pixels = settings.max_upload_pixels
+    upload_places = threading.BoundedSemaphore(UPLOADS_AT_ONCE)
 
     @app.errorhandler(HttpError)
     def http_error(exc):
@@ -448,6 +456,17 @@ def create_app(settings=None, start=False):
             raise HttpError(401, "this server needs its token: send 'Authorization: Bearer TOKEN' "
                                  "or add ?token=TOKEN to the URL")
         return None
+
+    @contextlib.contextmanager
+    def upload_place():
+        """One of UPLOADS_AT_ONCE places for an upload, held until it is answered."""
+        if not upload_places.acquire(timeout=UPLOAD_WAIT_SECONDS):
+            raise HttpError(503, "the server is busy with {} other uploads; try again in a moment"
+                                 .format(UPLOADS_AT_ONCE))
+        try:
+            yield
+        finally:
+            upload_places.release()
 
     def detect_upload():
         # Anything but a multipart form is the image itself, whatever its Content-Type:
@@ -533,23 +552,25 @@ def create_app(settings=None, start=False):
 
     @app.route("/api/detect", methods=["POST"])
     def api_detect():
-        frame, detections, record, camera = detect_upload()
-        if request.args.get("annotate") in ("1", "true", "yes"):
-            draw_detections(frame, detections, camera.detector.colors)
-            return Response(encode_opencv(frame, 90), mimetype="image/jpeg")
-        return jsonify(record)
+        with upload_place():
+            frame, detections, record, camera = detect_upload()
+            if request.args.get("annotate") in ("1", "true", "yes"):
+                draw_detections(frame, detections, camera.detector.colors)
+                return Response(encode_opencv(frame, 90), mimetype="image/jpeg")
+            return jsonify(record)
 
     @app.route("/upload", methods=["GET", "POST"])
     def upload():
         if request.method == "GET":
             return render_template("upload.html", token=request.args.get("token", ""))
         try:
-            frame, detections, record, camera = detect_upload()
+            with upload_place():
+                frame, detections, record, camera = detect_upload()
+                draw_detections(frame, detections, camera.detector.colors)
+                image = base64.b64encode(encode_opencv(frame, 90)).decode("ascii")
         except HttpError as exc:
             return render_template("upload.html", token=request.args.get("token", ""),
                                    error=str(exc)), exc.status
-        draw_detections(frame, detections, camera.detector.colors)
-        image = base64.b64encode(encode_opencv(frame, 90)).decode("ascii")
         return render_template("upload.html", token=request.args.get("token", ""), record=record,
                                result_json=json.dumps(record, indent=2), image=image)
 

@@ -1,5 +1,6 @@
 """The streaming server as clients see it: `python app.py serve` on loopback,
 a test:// source and the red-square model, real HTTP clients."""
+import threading
 import time
 
 import cv2
@@ -265,6 +266,49 @@ def test_a_frozen_viewer_is_let_go_after_the_client_timeout(red_square_model):
             assert other.error is None and other.rate() > FPS * 0.5
         finally:
             frozen.close()
+
+
+def test_uploads_beyond_the_ones_at_once_wait_their_turn_then_get_503(red_square_model, monkeypatch):
+    """In-process, with the detector held by a stand-in until told (a real one answers too
+    fast to hold uploads at once): two uploads are handled at a time; another waits for a
+    place, and is refused with 503 if none frees in time, answered if one does."""
+    import app as app_module
+    monkeypatch.setattr(app_module, "UPLOAD_WAIT_SECONDS", 1.0)
+    settings = app_module.build_parser().parse_args(["serve", "--source", "test://", "--model", red_square_model])
+    app = app_module.create_app(settings, start=True)
+    camera = app.extensions["streamdetect"].get()
+    detect_image, go_on, inside = camera.detect_image, threading.Event(), []
+
+    def held_detect_image(frame):
+        inside.append(1)
+        go_on.wait(10)
+        return detect_image(frame)
+    camera.detect_image = held_detect_image
+    jpeg = cv2.imencode(".jpg", red_square_scene())[1].tobytes()
+    answers = {}
+
+    def upload(name):
+        response = app.test_client().post("/api/detect", data=jpeg)
+        answers[name] = (response.status_code, response.get_json())
+    try:
+        first_two = [threading.Thread(target=upload, args=(name,)) for name in ("first", "second")]
+        for thread in first_two:
+            thread.start()
+        assert wait_until(lambda: len(inside) == 2, 5)
+        upload("third")
+        assert answers["third"] == (503, {"error": "the server is busy with 2 other uploads; try again in a moment"})
+        fourth = threading.Thread(target=upload, args=("fourth",))
+        fourth.start()
+        time.sleep(0.3)
+        assert len(inside) == 2  # the fourth is waiting for a place
+        go_on.set()  # places free within its wait
+        for thread in first_two + [fourth]:
+            thread.join(10)
+        assert answers["first"][0] == answers["second"][0] == 200 and len(inside) == 3
+        assert answers["fourth"][0] == 200 and answers["fourth"][1]["detections"][0]["label"] == "aeroplane"
+    finally:
+        go_on.set()
+        app.extensions["streamdetect"].stop()
 
 
 def test_token_protects_everything_but_healthz(red_square_model):
