@@ -214,8 +214,11 @@ def cmd_fetch_model(args):
 def cmd_build_engine(args):
     args.backend = "tensorrt"
     detector = detector_from_args(args)
-    print(detector.engine.engine_path)
     detector.close()
+    if not os.path.isfile(detector.engine.engine_path):
+        raise EngineError("the engine was built but could not be saved to {} (the log says why)"
+                          .format(detector.engine.engine_path))
+    print(detector.engine.engine_path)
     return 0
 
 
@@ -234,7 +237,10 @@ def cmd_check(args):
     print("cameras       " + (", ".join("/dev/" + c for c in cameras) or "none at /dev/video*"))
     print("auto backend  " + (usable[0] if usable else "none: pip install onnxruntime"))
     print("auto source   " + resolve_source("auto"))
-    print("model cache   " + cache_dir())
+    try:
+        print("model cache   " + cache_dir())
+    except ModelError as exc:  # reported, as a backend that cannot run is
+        print("model cache   " + str(exc))
     return 0
 
 

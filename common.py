@@ -159,7 +159,10 @@ def make_calibrator(trt, cuda, batches, cache_path):
                 return None
 
         def write_calibration_cache(self, cache):
-            with open(cache_path, "wb") as handle:
-                handle.write(bytes(cache))
+            try:
+                with open(cache_path, "wb") as handle:
+                    handle.write(bytes(cache))
+            except (IOError, OSError):
+                pass  # unsaved, the next build calibrates again; the engine's own save says why
 
     return ImageCalibrator()

@@ -116,7 +116,15 @@ class OnnxRuntimeEngine(Engine):
         except ImportError:
             raise EngineError("onnxruntime is not installed; pip install onnxruntime, "
                               "or use --backend opencv")
-        providers = onnxruntime_providers(onnxruntime.get_available_providers(), cache_folder)
+        available = onnxruntime.get_available_providers()
+        if "TensorrtExecutionProvider" in available and cache_folder:
+            try:
+                os.makedirs(cache_folder, exist_ok=True)
+            except OSError as exc:  # without a cache it would rebuild at every start: CUDA instead
+                log.warning("cannot make %s (%s): ONNX Runtime runs on CUDA, not TensorRT", cache_folder,
+                            exc.strerror or exc)
+                cache_folder = None
+        providers = onnxruntime_providers(available, cache_folder)
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Spinning idle worker threads would take the CPU that capture, drawing and
@@ -257,11 +265,14 @@ class TensorRTEngine(Engine):
                 stem = os.path.splitext(os.path.basename(model_path))[0]
                 self.engine_path = os.path.join(cache_folder,
                                                 "{}-{}-{}.engine".format(stem, self.precision, key))
+                try:
+                    os.makedirs(cache_folder, exist_ok=True)
+                except OSError:
+                    pass  # the engine is built all the same; _save says it cannot be kept
                 engine = self._load_cached()
                 if engine is None:
                     serialized = self._build(builder, workspace_mb, calibration_images, input_scale)
-                    write_atomically(self.engine_path, serialized)
-                    log.info("engine saved to %s", self.engine_path)
+                    self._save(serialized)
                     engine = trt.Runtime(self.logger).deserialize_cuda_engine(serialized)
                     if engine is None:
                         raise EngineError("TensorRT could not load the engine it just built from {}"
@@ -301,6 +312,15 @@ class TensorRTEngine(Engine):
             raise EngineError("--precision fp16 with TensorRT {} needs an FP16 ONNX model (networks "
                               "are strongly typed): pip install onnxconverter-common to convert it "
                               "here, or use --precision fp32".format(self.trt.__version__))
+
+    def _save(self, serialized):
+        """Cache a built engine; one that cannot be saved is used all the same."""
+        try:
+            write_atomically(self.engine_path, serialized)
+            log.info("engine saved to %s", self.engine_path)
+        except OSError as exc:
+            log.warning("cannot save the engine to %s (%s); it will be built again at the next start "
+                        "($STREAMDETECT_HOME sets where engines are kept)", self.engine_path, exc.strerror or exc)
 
     def _load_cached(self):
         if not os.path.isfile(self.engine_path):

@@ -55,14 +55,21 @@ NAMED_MODELS = {
 DEFAULT_MODEL = "tinyyolov2-voc"
 
 
-def cache_dir(*parts):
-    """Folder for downloaded models and built engines: $STREAMDETECT_HOME, else the XDG cache."""
+def cache_dir(*parts, create=True):
+    """Folder for downloaded models and built engines: $STREAMDETECT_HOME, else the XDG
+    cache; made unless `create` is false (a service user's home may not be writable,
+    and a model given by path needs none of it)."""
     home = os.environ.get("STREAMDETECT_HOME")
     if not home:
         xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         home = os.path.join(xdg, "streamdetect")
     path = os.path.join(home, *parts)
-    os.makedirs(path, exist_ok=True)
+    if create:
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            raise ModelError("cannot make the cache folder {} ({}); set STREAMDETECT_HOME to a writable "
+                             "folder".format(path, exc.strerror or exc))
     return path
 
 
@@ -226,7 +233,7 @@ class Detector(object):
         self.input_scale = input_scale
         self.conf_threshold = conf_threshold
         self.iou_threshold = iou_threshold
-        self.engine = create_engine(self.model_path, backend, cache_folder=cache_dir("engines"),
+        self.engine = create_engine(self.model_path, backend, cache_folder=cache_dir("engines", create=False),
                                     precision=precision, workspace_mb=workspace_mb,
                                     calibration_images=calibration_images, input_scale=input_scale,
                                     frames_in_flight=frames_in_flight)

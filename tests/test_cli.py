@@ -216,6 +216,20 @@ def test_fetch_model_without_network_is_one_line(tmp_path):
     assert os.listdir(os.path.join(str(tmp_path), "models")) == []
 
 
+def test_an_unwritable_cache_is_needed_only_for_what_it_holds(tmp_path, red_square_model):
+    """A model given by path runs without the cache folder (a service user's home may be
+    read-only); a download, which needs it, says in one line what to set."""
+    (tmp_path / "a-file").write_text("")
+    unwritable = dict(os.environ, STREAMDETECT_HOME=str(tmp_path / "a-file" / "home"))
+    cv2.imwrite(str(tmp_path / "scene.png"), red_square_scene())
+    result = run("detect", str(tmp_path / "scene.png"), "--model", red_square_model, env=unwritable)
+    assert result.returncode == 0 and json.loads(result.stdout)["detections"][0]["label"] == "aeroplane"
+    fetch = run("fetch-model", env=unwritable)
+    assert fetch.returncode == 2 and "Traceback" not in fetch.stderr
+    assert "error: cannot make the cache folder {} (Not a directory); set STREAMDETECT_HOME to a writable " \
+        "folder".format(tmp_path / "a-file" / "home" / "models") in fetch.stderr
+
+
 def test_corrupt_model_is_one_line_for_detect(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x00garbage" * 100)

@@ -106,13 +106,14 @@ def test_corrupt_cache_file_is_rebuilt_with_a_log_line(monkeypatch, tmp_path, sm
     assert open(str(tmp_path / name), "rb").read().startswith(b"FAKE-TRT-ENGINE")
 
 
-def test_an_interrupted_write_leaves_no_engine_file(monkeypatch, tmp_path, small_model):
-    def power_cut(fd):
+def test_an_interrupted_write_leaves_no_engine_file(monkeypatch, tmp_path, small_model, caplog):
+    def disk_full(fd):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(get_engine.os, "fsync", power_cut)
-    with pytest.raises(OSError):
-        open_engine(FakeCuda(), monkeypatch, small_model, tmp_path)
+    monkeypatch.setattr(get_engine.os, "fsync", disk_full)
+    open_engine(FakeCuda(), monkeypatch, small_model, tmp_path).close()  # used all the same
     assert os.listdir(str(tmp_path)) == ["red.onnx"]
+    assert "cannot save the engine to {}".format(tmp_path / "red-fp16-") in caplog.text
+    assert ".engine (No space left on device); it will be built again at the next start" in caplog.text
 
 
 def test_build_failure_is_a_clear_error_when_tensorrt_was_asked_for(monkeypatch, tmp_path, small_model):
@@ -211,6 +212,28 @@ def test_missing_tensorrt_is_a_clear_error(monkeypatch, tmp_path, small_model):
     monkeypatch.setitem(__import__("sys").modules, "tensorrt", None)
     with pytest.raises(EngineError, match="TensorRT's Python bindings are not installed"):
         create_engine(small_model, "tensorrt", cache_folder=str(tmp_path))
+
+
+def test_an_engine_that_cannot_be_cached_is_used_all_the_same(monkeypatch, tmp_path, small_model, blob, caplog,
+                                                             capsys):
+    """A read-only cache (a service user's home, a read-only container) must not waste
+    a build of minutes: the engine runs, the log says why it is not kept, and
+    `build-engine`, whose whole job is the file, fails in one line."""
+    import app
+    (tmp_path / "a-file").write_text("")
+    unwritable = tmp_path / "a-file" / "engines"
+    fake = FakeCuda()
+    engine = open_engine(fake, monkeypatch, small_model, unwritable)
+    expected = create_engine(small_model, "onnxruntime").infer(blob)
+    np.testing.assert_allclose(engine.infer(blob), expected, atol=1e-5)
+    engine.close()
+    assert "cannot save the engine to {}".format(unwritable / "red-fp16-") in caplog.text
+    assert ".engine (Not a directory); it will be built again" in caplog.text
+    monkeypatch.setenv("STREAMDETECT_HOME", str(tmp_path / "a-file" / "home"))
+    assert app.main(["build-engine", "--model", small_model]) == 2
+    assert "error: the engine was built but could not be saved to {}".format(tmp_path / "a-file" / "home") in \
+        capsys.readouterr().err
+    assert len(fake.builds) == 2
 
 
 def test_build_engine_and_compare_commands(monkeypatch, tmp_path, small_model, capsys):
