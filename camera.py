@@ -163,12 +163,13 @@ class SyntheticSource(FrameSource):
 
 
 class ImageFolderSource(FrameSource):
-    """The images of a folder in name order, shown at `fps`, cycled. The folder is
-    listed again at the end of each round, so images added meanwhile are shown."""
+    """The images of a folder in name order (those matching `names`, a glob pattern),
+    shown at `fps`, cycled. The folder is listed again at the end of each round, so
+    images added meanwhile are shown."""
 
-    def __init__(self, uri, folder, fps=2.0):
+    def __init__(self, uri, folder, fps=2.0, names="*"):
         super(ImageFolderSource, self).__init__(uri)
-        self.folder, self.fps = folder, float(fps)
+        self.folder, self.names, self.fps = folder, names, float(fps)
         self.paths, self.index, self.next_due = [], 0, 0.0
         self.unreadable = set()  # (path, modification time) of files OpenCV could not read
         self.image = None
@@ -182,12 +183,13 @@ class ImageFolderSource(FrameSource):
 
     def _list(self):
         """The folder's images but those known unreadable as they are now (changed, one is tried again)."""
-        paths = sorted(p for p in glob.glob(os.path.join(self.folder, "*")) if p.lower().endswith(IMAGE_EXTENSIONS))
+        paths = sorted(p for p in glob.glob(os.path.join(self.folder, self.names))
+                       if p.lower().endswith(IMAGE_EXTENSIONS))
         self.paths = [path for path in paths if _version(path) not in self.unreadable]
         self.index = 0
 
     def mode(self):
-        return "{} images at {:g} FPS".format(len(self.paths), self.fps)
+        return "{} image{} at {:g} FPS".format(len(self.paths), "" if len(self.paths) == 1 else "s", self.fps)
 
     def grab(self):
         """The next image that OpenCV can read, read here: a slide show is slow
@@ -406,8 +408,14 @@ def _plain_source(uri, width, height, fps, loop):
     if uri.startswith(("rtsp://", "rtmp://", "http://", "https://")):
         return OpenCVSource(uri, uri, cv2.CAP_FFMPEG, hint="is the stream URL reachable from here?")
     path = uri[len("file://"):] if uri.startswith("file://") else uri
+    slide_show_fps = fps if fps and fps < 30 else 2.0
     if os.path.isdir(path):
-        return ImageFolderSource(uri, path, fps=fps if fps and fps < 30 else 2.0)
+        return ImageFolderSource(uri, path, fps=slide_show_fps)
+    if os.path.isfile(path) and path.lower().endswith(IMAGE_EXTENSIONS):  # a slide show of one picture
+        if cv2.imread(path, cv2.IMREAD_COLOR) is None:
+            raise SourceError("{} is not an image OpenCV can read".format(uri))
+        return ImageFolderSource(uri, os.path.dirname(os.path.abspath(path)), fps=slide_show_fps,
+                                 names=glob.escape(os.path.basename(path)))
     if os.path.isfile(path):
         source = OpenCVSource(uri, path, cv2.CAP_ANY, hint="is it a video OpenCV can decode?",
                               live=loop, paced=True, loop=loop)

@@ -505,6 +505,9 @@ def _open(backend, model_path, options):
     started = time.time()
     engine = ENGINES[backend](model_path, **{k: v for k, v in options.items() if k in ENGINE_OPTIONS[backend]})
     log.info("loaded %s on %r in %.1f s", model_path, engine, time.time() - started)
+    if options.get("precision", "auto") != "auto" and "precision" not in ENGINE_OPTIONS[backend]:
+        log.warning("--precision %s is TensorRT's; %s runs the model in the precision it was saved in",
+                    options["precision"], backend)
     return engine
 
 

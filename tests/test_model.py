@@ -188,6 +188,17 @@ def test_an_incomplete_cached_model_is_downloaded_again(server, tmp_path, monkey
     assert "is incomplete (10 of {} bytes); downloading it again".format(len(PAYLOAD)) in caplog.text
 
 
+def test_a_precision_the_backend_has_not_is_said(red_square_model, caplog):
+    """--precision fp16 under --backend auto on a machine without TensorRT would otherwise
+    be dropped without a word."""
+    create_engine(red_square_model, "onnxruntime", precision="fp16").close()
+    assert "--precision fp16 is TensorRT's; onnxruntime runs the model in the precision it was saved in" \
+        in caplog.text
+    caplog.clear()
+    create_engine(red_square_model, "opencv", precision="auto").close()
+    assert "--precision" not in caplog.text
+
+
 def test_onnxruntime_prefers_its_gpu_providers_when_present():
     from get_engine import onnxruntime_providers
     assert onnxruntime_providers(["CPUExecutionProvider"]) == ["CPUExecutionProvider"]

@@ -145,6 +145,20 @@ def test_image_folder_source_cycles(tmp_path):
     assert values == [0, 100, 0, 100]
 
 
+def test_an_image_file_is_a_slide_show_of_one_picture(tmp_path):
+    """Not a one-frame video that ends at once (and is then shown marked ENDED)."""
+    picture = tmp_path / "dog [1].png"  # glob's brackets in the name are the name's own
+    cv2.imwrite(str(picture), np.full((40, 50, 3), 77, np.uint8))
+    cv2.imwrite(str(tmp_path / "dog 1.png"), np.full((40, 50, 3), 11, np.uint8))
+    source = open_source(str(picture), fps=25)
+    source.open()
+    assert source.mode() == "1 image at 25 FPS"
+    assert [int(read(source)[0, 0, 0]) for _ in range(3)] == [77, 77, 77]
+    (tmp_path / "broken.jpg").write_bytes(b"not a picture")
+    with pytest.raises(SourceError, match="broken.jpg is not an image OpenCV can read"):
+        open_source(str(tmp_path / "broken.jpg"))
+
+
 def test_image_folder_source_says_once_what_it_leaves_out_and_shows_new_images(tmp_path, caplog):
     def write(name, value, mtime):
         cv2.imwrite(str(tmp_path / name), np.full((40, 50, 3), value, np.uint8))
