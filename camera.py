@@ -773,10 +773,15 @@ class Camera(object):
         self._publish_status("reconnecting")
         self._stop.wait(delay)
 
-    def _set_state(self, state, error):
-        if state != self.state:
-            log.info("state %s -> %s%s", self.state, state, ": " + error if error else "")
-        self.state, self.last_error = state, error
+    def _set_state(self, state, error, only_from=None):
+        """Move to `state`; with `only_from`, only out of that state, checked and changed at once
+        (a detector's recovery must not undo the capture thread's 'reconnecting')."""
+        with self._lock:
+            if only_from is not None and self.state != only_from:
+                return
+            if state != self.state:
+                log.info("state %s -> %s%s", self.state, state, ": " + error if error else "")
+            self.state, self.last_error = state, error
 
     def _taken_before_next(self, now, interval):
         """Whether a detector may take a frame before the source delivers the next
@@ -871,7 +876,7 @@ class Camera(object):
             self._stop.wait(1.0)
             return
         if self.state == "error" and started > self._failed_at:  # one begun since the failure worked
-            self._set_state("streaming", "")
+            self._set_state("streaming", "", only_from="error")
         with self._detected:
             self.counters["frames_inferred"] += 1
             self._average("inference_ms", inference_ms)
