@@ -889,6 +889,7 @@ class Camera(object):
             self._detected.notify_all()
 
     def _render_loop(self):
+        skipped = 0  # frames skipped since rendering began to fail: told once, then when it works again
         while not self._stop.is_set():
             with self._detected:
                 self._detected.wait_for(lambda: self._to_render is not None or self._stop.is_set(), 0.5)
@@ -904,7 +905,13 @@ class Camera(object):
                 self._average("render_ms", (published.published_at - started) * 1000.0)
                 self._average("latency_ms", (published.published_at - captured_at) * 1000.0)
             except Exception:
-                log.exception("decoding, drawing or encoding failed; frame skipped")
+                if not skipped:
+                    log.exception("decoding, drawing or encoding failed; frames are skipped until it works again")
+                skipped += 1
+                continue
+            if skipped:
+                log.warning("decoding, drawing and encoding work again, after %d frames skipped", skipped)
+                skipped = 0
 
     def _publish_live(self, frame, detections, inference_ms, captured_at):
         draw_detections(frame, detections, self.detector.colors)

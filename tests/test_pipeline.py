@@ -305,6 +305,28 @@ def test_the_pipeline_recovers_from_failed_inferences(red_square_model, caplog):
     assert len(failures) == 3 and sum(1 for r in failures if r.exc_info) == 1
 
 
+def test_rendering_that_fails_is_told_once_and_again_when_it_works(red_square_model, caplog):
+    """Not a traceback per frame: the first failure with its traceback, then one line once
+    frames are drawn again (a stand-in decoder fails for ten frames in a row)."""
+    detector = Detector(red_square_model, backend="onnxruntime")
+    decode, calls = detector.decode, []
+
+    def failing_ten_times(output, size):
+        calls.append(1)
+        if 5 <= len(calls) < 15:
+            raise ValueError("cannot decode")
+        return decode(output, size)
+    detector.decode = failing_ten_times
+    camera = Camera(open_source("test://?fps=30"), detector).start()
+    try:
+        assert wait_until(lambda: len(calls) > 20, 10)
+    finally:
+        camera.stop()
+    told = [(r.levelname, r.getMessage(), bool(r.exc_info)) for r in caplog.records if "decoding" in r.getMessage()]
+    assert told == [("ERROR", "decoding, drawing or encoding failed; frames are skipped until it works again", True),
+                    ("WARNING", "decoding, drawing and encoding work again, after 10 frames skipped", False)]
+
+
 def test_broadcast_wakes_every_reader_for_every_frame_it_waits_for():
     """Lock-step: each frame is published only once every reader has the one before,
     so a reader that missed a wake-up would sit out its 5 s timeout."""
