@@ -1,6 +1,7 @@
 """Helpers for tests and benchmarks that run the real server: start it, read
 its multipart stream like a browser does and its events like a script does,
 poll its JSON API."""
+import contextlib
 import http.client
 import json
 import os
@@ -39,6 +40,15 @@ def red_square_scene():
     scene = np.full((240, 320, 3), 90, np.uint8)
     cv2.rectangle(scene, (100, 60), (180, 160), (0, 0, 255), -1)  # red in BGR
     return scene
+
+
+@contextlib.contextmanager
+def taken_port():
+    """A loopback port that another program listens on while the block runs."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        yield taken.getsockname()[1]
 
 
 def free_port():

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streaming import ROOT, free_port, red_square_scene, run_app as run
+from streaming import ROOT, free_port, red_square_scene, run_app as run, taken_port
 
 
 def test_help_lists_the_commands():
@@ -115,16 +115,9 @@ def test_opencv_messages_show_only_at_debug(red_square_model):
 
 
 def test_serve_names_a_port_it_cannot_listen_on_before_opening_anything(red_square_model):
-    import socket
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen(1)
-    number = taken.getsockname()[1]
-    try:
+    with taken_port() as number:
         result = run("serve", "--host", "127.0.0.1", "--port", str(number), "--model", red_square_model,
                      "--source", "test://")
-    finally:
-        taken.close()
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "error: cannot listen on 127.0.0.1:{} (Address already in use); is another server (another " \
         "streamdetect?) using it? Pass another --port".format(number) in result.stderr

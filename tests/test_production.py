@@ -9,7 +9,7 @@ import time
 import pytest
 
 from streaming import HAS_PRODUCTION_STACK, Server, Viewer, free_port, frozen_viewer, get, get_json, read_events, \
-    red_square_scene, run_app, wait_for_viewers, wait_until, watch
+    red_square_scene, run_app, taken_port, wait_for_viewers, wait_until, watch
 
 pytestmark = pytest.mark.skipif(not HAS_PRODUCTION_STACK,
                                 reason="needs uwsgi (pip) and nginx (apt-get install nginx)")
@@ -185,16 +185,9 @@ def test_a_frozen_viewer_is_let_go_after_the_client_timeout(red_square_model):
 
 
 def test_a_taken_port_is_named_before_anything_starts(red_square_model):
-    import socket
-    taken = socket.socket()
-    taken.bind(("127.0.0.1", 0))
-    taken.listen(1)
-    number = taken.getsockname()[1]
-    try:
+    with taken_port() as number:
         result = run_app("serve", "--production", "--model", red_square_model, "--source", "test://",
                          "--port", str(free_port()), "--stats-port", str(number))
-    finally:
-        taken.close()
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "cannot listen on 127.0.0.1:{} (Address already in use)".format(number) in result.stderr
     assert "Pass another --stats-port" in result.stderr and "starting uWSGI" not in result.stderr
