@@ -36,7 +36,7 @@ log = logging.getLogger("streamdetect")
 
 
 class ServerSetupError(Exception):
-    """`serve --production` cannot start (a tool missing, a port taken); the message says what to do."""
+    """`serve` cannot start (a tool missing, a port taken); the message says what to do."""
 
 
 USER_ERRORS = (ModelError, EngineError, SourceError, ServerSetupError)
