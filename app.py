@@ -594,7 +594,8 @@ def create_app(settings=None, start=False):
     @app.route("/metrics")
     def metrics():
         from prometheus_client import CONTENT_TYPE_LATEST
-        return Response(prometheus_text(pipeline.get()), mimetype=CONTENT_TYPE_LATEST)
+        # content_type, not mimetype: Flask would add a second charset, which Prometheus 3 refuses to parse
+        return Response(prometheus_text(pipeline.get()), content_type=CONTENT_TYPE_LATEST)
 
     if start:
         pipeline.start()

@@ -133,6 +133,7 @@ def test_page_api_and_metrics(server):
     assert record["detections"] and record["detections"][0]["label"] == "aeroplane"
     status, headers, body = get(server.port, "/metrics")
     assert status == 200 and b"streamdetect_frames_inferred_total" in body
+    assert headers["Content-Type"].startswith("text/plain; version=") and headers["Content-Type"].count("charset") == 1
     assert b"streamdetect_frames_decoded_total" in body
     objects = {line.split(b" ")[0]: float(line.split(b" ")[1]) for line in body.splitlines()
                if line.startswith(b"streamdetect_objects{")}
