@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from streaming import Server, Viewer, frozen_viewer, get, get_json, read_events, red_square_scene, wait_for_viewers, wait_until, watch
+from streaming import (Server, Viewer, frozen_viewer, get, get_json, read_events, red_square_scene, wait_for_viewers,
+                       wait_until, watch)
 
 FPS = 20
 
