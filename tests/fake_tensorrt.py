@@ -194,7 +194,9 @@ class FakeCuda(object):
 
             def build_serialized_network(self, network, config):
                 fake.require_context()
-                workspace = config.workspace if config.workspace is not None else getattr(config, "max_workspace_size", None)
+                workspace = config.workspace
+                if workspace is None:
+                    workspace = getattr(config, "max_workspace_size", None)
                 fake.builds.append((network.flags, set(config.flags), workspace))
                 if fake.fail_build:
                     return None

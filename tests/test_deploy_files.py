@@ -25,7 +25,8 @@ def test_dockerfiles_pass_hadolint():
     assert result.returncode == 0, result.stdout
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed (apt-get install shellcheck)")
+@pytest.mark.skipif(shutil.which("shellcheck") is None,
+                    reason="shellcheck is not installed (apt-get install shellcheck)")
 def test_shell_scripts_pass_shellcheck():
     result = subprocess.run(["shellcheck", "docker_run.sh", ".ci/run", "tests/python36_env.sh"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
