@@ -75,16 +75,23 @@
   // pipeline (another started_at), since a stream cut after its first frame just
   // freezes without an error event. A changed query string makes the browser open
   // a new connection rather than reuse the old picture.
+  // A hidden page (a background tab, a minimised window) takes no stream: browsers
+  // keep downloading it, which costs the device bandwidth and a viewer's place and
+  // keeps --idle-stop from pausing the detector. It is reopened when shown again.
   var img = document.getElementById("stream");
+  var streamUrl = img.src;
   var outage = false;
   var startedAt = null;
 
   function reopenStream() {
-    var base = img.src.replace(/[?&]reopen=\d+$/, "");
-    img.src = base + (base.indexOf("?") < 0 ? "?" : "&") + "reopen=" + Date.now();
+    if (document.hidden) { return; }
+    img.src = streamUrl + (streamUrl.indexOf("?") < 0 ? "?" : "&") + "reopen=" + Date.now();
   }
 
   img.addEventListener("error", function () { setTimeout(reopenStream, 2000); });
+  document.addEventListener("visibilitychange", function () {
+    if (document.hidden) { img.removeAttribute("src"); } else { reopenStream(); }
+  });
 
   function poll() {
     Promise.all([

@@ -347,6 +347,32 @@ def test_chromium_shows_the_stream(server):
         assert shown.endswith(" ms" if in_flight == 1 else " ms · {} frames at once".format(in_flight)), shown
 
 
+SET_PAGE_HIDDEN = """hidden => {
+    Object.defineProperty(document, "hidden", {value: hidden, configurable: true});
+    Object.defineProperty(document, "visibilityState", {value: hidden ? "hidden" : "visible", configurable: true});
+    document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
+def test_hidden_page_lets_the_stream_go(server):
+    """A page in a background tab gives up its stream (bandwidth, a viewer's place) and opens it
+    again when shown. Headless Chromium never hides a page, so the test sets what a browser sets
+    when it does: document.hidden and the visibilitychange event."""
+    from browser import chromium_page
+    assert wait_for_viewers(server, 0, 10) == 0
+    with chromium_page() as page:
+        page.goto("http://127.0.0.1:{}/".format(server.port))
+        page.wait_for_function("document.getElementById('stream').naturalWidth > 0", timeout=15000)
+        assert wait_for_viewers(server, 1, 5) == 1
+        page.evaluate(SET_PAGE_HIDDEN, True)
+        assert wait_for_viewers(server, 0, 10) == 0
+        time.sleep(3.5)  # the stats poll (each second) and the image's error retry (2 s) leave it closed
+        assert server.stats()["viewers"] == 0
+        page.evaluate(SET_PAGE_HIDDEN, False)
+        assert wait_for_viewers(server, 1, 10) == 1
+        page.wait_for_function("document.getElementById('stream').naturalWidth > 0", timeout=15000)
+
+
 def test_page_reopens_the_stream_after_a_server_restart(red_square_model):
     from browser import chromium_page
     command = ("serve", "--source", "test://", "--model", red_square_model)
