@@ -709,11 +709,18 @@ def cmd_serve(args):
         """A blocked write to a client that takes nothing (a frozen tab, a suspended
         laptop) would hold its thread and viewer place for good."""
         timeout = args.client_timeout
+
+    def stop_as_on_ctrl_c(signum, frame):
+        """SIGTERM (systemctl stop, docker stop, kill) ends as Ctrl-C does: the server
+        closes and the pipeline stops in order, not killed mid-frame."""
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, stop_as_on_ctrl_c)
     try:
         run_simple(args.host, args.port, app, threaded=True, use_reloader=False,
                    request_handler=LettingFrozenClientsGo)
     finally:
         app.extensions["streamdetect"].stop()
+        log.info("stopped")
     return 0
 
 

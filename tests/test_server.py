@@ -264,6 +264,20 @@ def test_a_network_stream_is_followed_and_reopened_when_it_comes_back(red_square
                 assert get(server.port, "/healthz")[0] == 200 and server.stats()["reconnects"] >= 1
 
 
+def test_sigterm_stops_the_development_server_as_ctrl_c_does(red_square_model):
+    """systemctl stop, docker stop and kill send SIGTERM: the server closes its viewers and stops
+    the pipeline in order, exit status 0, rather than dying of the signal mid-frame."""
+    with Server("serve", "--source", "test://", "--model", red_square_model) as server:
+        viewer = Viewer(server.port)
+        viewer.start()
+        assert viewer.connected.wait(10) and wait_until(lambda: viewer.frames > 0, 10)
+        server.stop()
+        assert server.process.returncode == 0, server.log()
+        assert server.log().rstrip().endswith("INFO streamdetect: stopped")
+        viewer.join(10)
+        assert not viewer.is_alive() and viewer.error is None
+
+
 def test_a_frozen_viewer_is_let_go_after_the_client_timeout(red_square_model):
     """Without a time-out, the development server's write to a client that takes nothing
     blocks for good, holding a thread and a viewer's place (--max-viewers)."""
