@@ -856,6 +856,7 @@ def serve_production(args):
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
     signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
     log.info("starting uWSGI and nginx (configs in %s)", run_dir)
+    append_to_output_file()
     children = [subprocess.Popen([uwsgi, "--ini", os.path.join(run_dir, "uwsgi.ini")], env=environment,
                                  preexec_fn=_die_with_parent)]
     children.append(subprocess.Popen([nginx, "-p", run_dir, "-c", os.path.join(run_dir, "nginx.conf")],
@@ -866,6 +867,16 @@ def serve_production(args):
     finally:
         _stop_children(children)
     return status
+
+
+def append_to_output_file():
+    """nginx opens /dev/stdout again for its access log, appending; into a file that the
+    shell opened without appending (`serve --production > server.log 2>&1`), our writes
+    and uWSGI's, at their own offset, would overwrite nginx's lines. Make them append too."""
+    import fcntl
+    import stat
+    if stat.S_ISREG(os.fstat(1).st_mode):
+        fcntl.fcntl(1, fcntl.F_SETFL, fcntl.fcntl(1, fcntl.F_GETFL) | os.O_APPEND)
 
 
 def _supervise(args, children, stopping):

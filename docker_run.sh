@@ -51,6 +51,13 @@ for name in $(compgen -e | grep '^STREAMDETECT_' || true); do
     environment+=(-e "$name")
 done
 
+# Docker's default json-file log grows without end: rotate it, or months of streaming fill
+# a device's SD card. (Other log drivers take other options, or rotate by themselves.)
+logging=()
+if [ "$(docker info --format '{{.LoggingDriver}}' 2>/dev/null)" = json-file ]; then
+    logging=(--log-opt max-size=10m --log-opt max-file=3)
+fi
+
 if [ "$detach" = 1 ]; then
     mode=(--detach --restart unless-stopped)
     if docker container inspect streamdetect >/dev/null 2>&1; then
@@ -64,5 +71,6 @@ else
 fi
 
 exec docker run "${mode[@]}" --init --name streamdetect "${runtime[@]}" "${devices[@]}" "${environment[@]}" \
+    "${logging[@]}" \
     -p "$port:8080" -v streamdetect-cache:/data "$image" \
     python3 app.py serve --production "$@"

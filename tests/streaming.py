@@ -134,9 +134,11 @@ class Server(object):
             time.sleep(0.2)
         raise RuntimeError("server not healthy after {} s:\n{}".format(timeout, self.log()))
 
-    def log(self):
+    def log(self, last=5000):
+        """The server's output, its `last` characters (None: all)."""
         with open(self.log_path) as handle:
-            return handle.read()[-5000:]
+            text = handle.read()
+        return text[-last:] if last else text
 
     def stats(self):
         return get_json(self.port, "/api/stats")[1]

@@ -65,14 +65,16 @@ def test_docker_run_uses_the_gpu_the_camera_and_a_cache_volume():
         assert needed in text
 
 
-def run_docker_run(folder, *args, running=False):
+def run_docker_run(folder, *args, running=False, log_driver="json-file"):
     """docker_run.sh with a stand-in `docker` (no Docker engine here) that logs its
     arguments to `folder`; the image exists, and a container named streamdetect if `running`."""
     log = folder / "docker.log"
     fake = folder / "bin" / "docker"
     fake.parent.mkdir(parents=True)
     fake.write_text('#!/bin/sh\necho "$*" >> "{}"\n'
-                    'if [ "$1 $2" = "container inspect" ]; then exit {}; fi\n'.format(log, 0 if running else 1))
+                    'if [ "$1" = info ]; then echo {}; fi\n'
+                    'if [ "$1 $2" = "container inspect" ]; then exit {}; fi\n'.format(log, log_driver,
+                                                                                      0 if running else 1))
     fake.chmod(0o755)
     env = dict(os.environ, PATH="{}:{}".format(fake.parent, os.environ["PATH"]))
     result = subprocess.run(["bash", os.path.join(ROOT, "docker_run.sh")] + list(args), env=env,
@@ -90,11 +92,14 @@ def test_docker_run_in_the_foreground_or_detached_and_restarted(tmp_path):
     assert run.endswith("python3 app.py serve --production --source test://")
 
     calls, _ = run_docker_run(tmp_path / "detached", "--detach")
+    assert "--log-opt max-size=10m --log-opt max-file=3" in calls[-1]  # Docker's default log, rotated
     assert calls[-1].startswith("run --detach --restart unless-stopped --init --name streamdetect ")
     assert not any(call.startswith("rm ") for call in calls)
     calls, stderr = run_docker_run(tmp_path / "replacing", "--detach", running=True)
     assert "rm -f streamdetect" in calls and "replacing the running container" in stderr
     assert calls.index("rm -f streamdetect") < len(calls) - 1 and "--rm" not in calls[-1].split()
+    calls, _ = run_docker_run(tmp_path / "journald", "--detach", log_driver="journald")
+    assert "--log-opt" not in calls[-1]  # another log driver has its own options
 
 
 def test_python_3_6_gets_the_last_releases_that_support_it():

@@ -98,6 +98,24 @@ def test_uploads_through_nginx(stack):
     assert status == 200 and b"api/stats" in body
 
 
+def test_the_log_keeps_every_request_but_the_pages_polls(stack):
+    """A live page asks two API routes every second: their answers would fill a device's
+    disk with log lines. Other requests, and failures of those, are logged - and kept in a
+    log file opened without appending, as the server's is here (and by `> server.log`)."""
+    get(stack.port, "/upload?from=polls-test")
+    for path in ("/api/stats", "/api/detections", "/healthz") * 3:
+        assert get(stack.port, path)[0] == 200
+    assert get(stack.port, "/api/stats", method="POST")[0] == 405
+    get(stack.port, "/upload?to=polls-test")
+    assert wait_until(lambda: '"GET /upload?to=polls-test' in stack.log(), 5)
+    log = stack.log(last=None)
+    assert '"GET /upload?from=polls-test' in log, "nginx's line was overwritten"
+    since = log.split('"GET /upload?from=polls-test', 1)[1]
+    requests = [line.split('"')[1] for line in since.splitlines() if line.count('"') >= 2]
+    assert "POST /api/stats HTTP/1.1" in requests
+    assert not [request for request in requests if request.startswith("GET /api/") or "/healthz" in request]
+
+
 def test_long_urls_are_answered_by_the_app_not_with_a_gateway_error(stack):
     """uWSGI's default 4 KB request buffer made nginx answer a 5,000-character URL with 502."""
     status, record = get_json(stack.port, "/api/stats?" + "x=1&" * 1500)
