@@ -695,6 +695,21 @@ def settings_from_env():
     return build_parser().parse_args(["serve"])
 
 
+ANSWERED_POLL = re.compile(r'"GET /(api/stats|api/detections|healthz)[?\s][^"]*" [23]\d\d ')
+TERMINAL_STYLE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def plain_request_log(record):
+    """The development server's request log as nginx's in production: without the answered
+    polls of the live page (two a second per open page) and of health checks, and without
+    the terminal colours Werkzeug adds even into files and the journal."""
+    message = record.getMessage()
+    if not sys.stderr.isatty():
+        message = TERMINAL_STYLE.sub("", message)
+        record.msg, record.args = message, ()
+    return not ANSWERED_POLL.search(message)
+
+
 def cmd_serve(args):
     if args.production:
         return serve_production(args)
@@ -715,6 +730,7 @@ def cmd_serve(args):
         closes and the pipeline stops in order, not killed mid-frame."""
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, stop_as_on_ctrl_c)
+    logging.getLogger("werkzeug").addFilter(plain_request_log)
     try:
         run_simple(args.host, args.port, app, threaded=True, use_reloader=False,
                    request_handler=LettingFrozenClientsGo)

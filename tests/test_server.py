@@ -157,6 +157,22 @@ def multipart(field, filename, data):
     return body, {"Content-Type": "multipart/form-data; boundary=" + boundary}
 
 
+def test_the_log_keeps_every_request_but_the_pages_polls(server):
+    """As nginx's in production: the live page's two API polls a second, and health checks, are
+    logged only when they fail; and plain text in a file, without terminal colours."""
+    get(server.port, "/upload?from=polls-test")
+    for path in ("/api/stats", "/api/detections", "/healthz") * 3:
+        assert get(server.port, path)[0] == 200
+    assert get(server.port, "/api/stats", method="POST")[0] == 405
+    get(server.port, "/upload?to=polls-test")
+    assert wait_until(lambda: '"GET /upload?to=polls-test' in server.log(), 5)
+    since = server.log(last=None).split('"GET /upload?from=polls-test', 1)[1]
+    requests = [line.split('"')[1] for line in since.splitlines() if line.count('"') >= 2]
+    assert "POST /api/stats HTTP/1.1" in requests
+    assert not [request for request in requests if request.startswith("GET /api/") or "/healthz" in request]
+    assert "\x1b" not in server.log(last=None)
+
+
 def test_uploads_good_and_bad(server):
     viewer = Viewer(server.port)
     viewer.start()
