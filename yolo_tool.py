@@ -323,14 +323,35 @@ def draw_detections(frame, detections, colors):
     height, width = frame.shape[:2]
     thickness = max(1, int(round(min(width, height) / 240.0)))
     font_scale = max(0.4, min(width, height) / 900.0)
-    for det in detections:
+    texts = ["{} {:.2f}".format(det.label, det.score) for det in detections]
+    sizes = [cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1) for text in texts]
+    places = label_places([det.box for det in detections], [(w + 4, h + base + 2) for (w, h), base in sizes],
+                          width, height)
+    for det, text, ((_, text_h), baseline), (left, top, right, bottom) in zip(detections, texts, sizes, places):
         x1, y1, x2, y2 = [int(round(v)) for v in det.box]
         color = colors[det.class_id % len(colors)]
         cv2.rectangle(frame, (x1, y1), (x2, y2), color, thickness)
-        text = "{} {:.2f}".format(det.label, det.score)
-        (text_w, text_h), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1)
-        top = y1 - text_h - baseline - 2 if y1 - text_h - baseline - 2 >= 0 else y1
-        cv2.rectangle(frame, (x1, top), (x1 + text_w + 4, top + text_h + baseline + 2), color, -1)
-        cv2.putText(frame, text, (x1 + 2, top + text_h + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
+        cv2.rectangle(frame, (left, top), (right, bottom), color, -1)
+        cv2.putText(frame, text, (left + 2, top + text_h + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
                     (0, 0, 0), 1, cv2.LINE_AA)
     return frame
+
+
+def label_places(boxes, label_sizes, width, height):
+    """Each label's [left, top, right, bottom]: above its box, else inside its top edge, else
+    below it, else inside its bottom edge - the first place in the picture that covers no
+    label placed before it (boxes side by side would otherwise hide each other's labels);
+    above (or inside the top) when every place is taken."""
+    placed = []
+    for (x1, y1, x2, y2), (label_w, label_h) in zip(boxes, label_sizes):
+        x1, y1, y2 = int(round(x1)), int(round(y1)), int(round(y2))
+        left = max(0, min(x1, width - label_w))
+        tops = [top for top in (y1 - label_h, y1, y2, y2 - label_h) if 0 <= top <= height - label_h]
+        places = [(left, top, left + label_w, top + label_h) for top in tops or [max(0, y1 - label_h)]]
+        free = [place for place in places if not any(_overlap(place, other) for other in placed)]
+        placed.append((free or places)[0])
+    return placed
+
+
+def _overlap(a, b):
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]

@@ -233,3 +233,26 @@ def test_onnxruntime_frames_side_by_side_give_each_frame_its_own_result(tiny_yol
     for output, reference in zip(outputs, expected):
         assert np.abs(output - reference).max() < 1e-3
     assert np.abs(expected[0] - expected[1]).max() > 0.1  # different inputs, different outputs
+
+
+def test_labels_of_boxes_side_by_side_do_not_cover_each_other():
+    """Two boxes 60 px apart with labels wider than that, as in a crowd: the second label goes
+    inside its box's top edge instead of over the first label."""
+    first, second = yolo_tool.label_places([[100, 100, 220, 220], [160, 100, 280, 220]], [(80, 20)] * 2, 640, 480)
+    assert first == (100, 80, 180, 100) and second == (160, 100, 240, 120)
+    blue, green = (255, 0, 0), (0, 255, 0)
+    detections = [yolo_tool.Detection("aeroplane", 0, 0.99, [100, 100, 220, 220]),
+                  yolo_tool.Detection("bicycle", 1, 0.98, [160, 100, 280, 220])]
+    frame = yolo_tool.draw_detections(np.zeros((480, 640, 3), np.uint8), detections, [blue, green])
+    above = frame[80:98, 100:230].reshape(-1, 3).tolist()  # the first label, whole
+    assert list(blue) in above and list(green) not in above
+    assert frame[104:116, 165:215].reshape(-1, 3).tolist().count(list(green)) > 100  # the second, in its box
+
+
+def test_labels_stay_in_the_picture():
+    sizes = [(100, 20)] * 3
+    boxes = [[0, 0, 50, 50], [600, 200, 640, 260], [10, 460, 60, 480]]
+    top_edge, right_edge, bottom_corner = yolo_tool.label_places(boxes, sizes, 640, 480)
+    assert top_edge == (0, 0, 100, 20)  # inside the top of a box at the picture's top
+    assert right_edge == (540, 180, 640, 200)  # moved left to fit
+    assert bottom_corner == (10, 440, 110, 460)  # above its box
