@@ -486,15 +486,33 @@ def create_app(settings=None, start=False):
             name, data = upload.filename or name, upload.read()
         else:
             data = read_body(request.stream, app.config["MAX_CONTENT_LENGTH"])
+        thresholds = upload_thresholds()
         frame = decode_upload(data, max_pixels)
         camera = pipeline.get()
+        classes = request.args.get("classes")
+        if classes:
+            try:
+                thresholds["class_filter"] = camera.detector.class_ids(classes.split(","), asked_by="classes")
+            except ModelError as exc:
+                raise HttpError(400, str(exc))
         try:
-            detections, inference_ms = camera.detect_image(frame)
+            detections, inference_ms = camera.detect_image(frame, **thresholds)
         except RuntimeError as exc:
             raise HttpError(503, str(exc))
         height, width = frame.shape[:2]
         record = result_record(name, width, height, camera.detector.backend, inference_ms, detections)
         return frame, detections, record, camera
+
+    def upload_thresholds():
+        """?conf=N and ?iou=N of an upload: this picture's own thresholds, 0-1."""
+        thresholds = {}
+        for name, option in (("conf", "conf_threshold"), ("iou", "iou_threshold")):
+            text = request.args.get(name)
+            if text is not None:
+                thresholds[option] = number_in_range(text, float, 0.0, 1.0)
+                if thresholds[option] is None:
+                    raise HttpError(400, "{}={} is not a number from 0 to 1".format(name, text))
+        return thresholds
 
     def viewer_fps():
         """?fps=N: the most frames per second this viewer wants, or None."""

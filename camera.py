@@ -651,8 +651,10 @@ class Camera(object):
         return self.broadcast.latest()
 
     # uploads share the pipeline's detector (and its thread, which owns any GPU context)
-    def detect_image(self, frame, timeout=30.0):
-        job = {"frame": frame, "done": threading.Event(), "result": None, "error": None}
+    def detect_image(self, frame, timeout=30.0, **decode_options):
+        """(detections, inference ms) of one picture; `decode_options` as for Detector.decode()."""
+        job = {"frame": frame, "options": decode_options, "done": threading.Event(), "result": None,
+               "error": None}
         with self._work:
             self._jobs.append(job)
             self._work.notify_all()
@@ -850,7 +852,7 @@ class Camera(object):
 
     def _run_job(self, job):
         try:
-            job["result"] = self.detector.detect(job["frame"])
+            job["result"] = self.detector.detect(job["frame"], **job["options"])
         except Exception as exc:
             job["error"] = exc
         finally:

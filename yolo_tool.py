@@ -253,18 +253,19 @@ class Detector(object):
                                                                len(labels)))
         self.labels = list(labels)
         self.colors = class_colors(self.num_classes)
-        self.class_filter = self._class_ids(classes) if classes else None
+        self.class_filter = self.class_ids(classes) if classes else None
 
     def class_names(self):
         """The classes --classes keeps, in the model's order; None when it keeps all."""
         return None if self.class_filter is None else [self.labels[i] for i in self.class_filter]
 
-    def _class_ids(self, names):
-        """Label names -> the class ids to keep (--classes), in order."""
+    def class_ids(self, names, asked_by="--classes"):
+        """Label names -> the class ids to keep, in order; `asked_by` names the option in the error."""
         unknown = [name for name in names if name not in self.labels]
         if unknown:
-            raise ModelError("--classes: {} {} not among the classes of {}: {}".format(
-                ", ".join(unknown), "is" if len(unknown) == 1 else "are", self.model_name, ", ".join(self.labels)))
+            raise ModelError("{}: {} {} not among the classes of {}: {}".format(
+                asked_by, ", ".join(unknown), "is" if len(unknown) == 1 else "are", self.model_name,
+                ", ".join(self.labels)))
         return sorted(set(self.labels.index(name) for name in names))
 
     def _check_output(self, shape):
@@ -292,18 +293,22 @@ class Detector(object):
         """Frame -> (raw model output, inference milliseconds)."""
         return self.run(self.prepare(frame_bgr))
 
-    def decode(self, output, image_size):
-        """Raw model output -> detections in the pixels of an image of `image_size` (w, h)."""
+    def decode(self, output, image_size, conf_threshold=None, iou_threshold=None, class_filter=None):
+        """Raw model output -> detections in the pixels of an image of `image_size` (w, h);
+        thresholds and class ids not given are the detector's own."""
         boxes, scores, class_ids = data_processing.postprocess(
-            output, self.anchors, image_size, self.conf_threshold, self.iou_threshold, self.class_filter)
+            output, self.anchors, image_size,
+            self.conf_threshold if conf_threshold is None else conf_threshold,
+            self.iou_threshold if iou_threshold is None else iou_threshold,
+            self.class_filter if class_filter is None else class_filter)
         return [Detection(self.labels[c], int(c), float(s), [float(v) for v in b])
                 for b, s, c in zip(boxes, scores, class_ids)]
 
-    def detect(self, frame_bgr):
-        """Frame -> (detections, inference milliseconds)."""
+    def detect(self, frame_bgr, **decode_options):
+        """Frame -> (detections, inference milliseconds); `decode_options` as for decode()."""
         output, inference_ms = self.infer(frame_bgr)
         height, width = frame_bgr.shape[:2]
-        return self.decode(output, (width, height)), inference_ms
+        return self.decode(output, (width, height), **decode_options), inference_ms
 
     def close(self):
         self.engine.close()

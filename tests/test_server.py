@@ -216,6 +216,25 @@ def test_uploads_good_and_bad(server):
     assert server.stats()["state"] == "streaming"
 
 
+def test_an_upload_can_ask_for_its_own_thresholds_and_classes(server):
+    """?conf=, ?iou= and ?classes= apply to this picture only, as --conf, --iou and --classes do
+    to all; one that cannot apply is a 400 naming it, not ignored."""
+    jpeg = cv2.imencode(".jpg", red_square_scene())[1].tobytes()
+
+    def detect(query):
+        status, record = get_json(server.port, "/api/detect" + query, method="POST", body=jpeg)
+        return record["detections"] if status == 200 else (status, record["error"])
+    found = detect("")
+    assert found and detect("?conf=1") == [] and detect("?classes=person") == []
+    assert detect("?classes=person,aeroplane") == found
+    assert len(detect("?iou=1")) > len(found) > len(detect("?iou=0"))
+    assert detect("?conf=high") == (400, "conf=high is not a number from 0 to 1")
+    assert detect("?iou=2") == (400, "iou=2 is not a number from 0 to 1")
+    status, error = detect("?classes=unicorn")
+    assert status == 400 and error.startswith("classes: unicorn is not among the classes of red_square.onnx: ")
+    assert detect("?conf=1") == [] and get_json(server.port, "/api/detections")[1]["detections"]  # not the stream's
+
+
 def test_upload_page_shows_the_result(server):
     jpeg = cv2.imencode(".jpg", np.full((100, 100, 3), 200, np.uint8))[1].tobytes()
     body, headers = multipart("image", "grey.jpg", jpeg)
@@ -320,10 +339,10 @@ def test_uploads_beyond_the_ones_at_once_wait_their_turn_then_get_503(red_square
     camera = app.extensions["streamdetect"].get()
     detect_image, go_on, inside = camera.detect_image, threading.Event(), []
 
-    def held_detect_image(frame):
+    def held_detect_image(frame, **options):
         inside.append(1)
         go_on.wait(10)
-        return detect_image(frame)
+        return detect_image(frame, **options)
     camera.detect_image = held_detect_image
     jpeg = cv2.imencode(".jpg", red_square_scene())[1].tobytes()
     answers = {}
