@@ -324,7 +324,8 @@ def class_colors(count):
 
 
 def draw_detections(frame, detections, colors):
-    """Draw each box with its label and score onto `frame` in place."""
+    """Draw each box with its label and score onto `frame` in place: the boxes first, so that
+    no box's line crosses a label."""
     height, width = frame.shape[:2]
     thickness = max(1, int(round(min(width, height) / 240.0)))
     font_scale = max(0.4, min(width, height) / 900.0)
@@ -332,11 +333,11 @@ def draw_detections(frame, detections, colors):
     sizes = [cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1) for text in texts]
     places = label_places([det.box for det in detections], [(w + 4, h + base + 2) for (w, h), base in sizes],
                           width, height)
-    for det, text, ((_, text_h), baseline), (left, top, right, bottom) in zip(detections, texts, sizes, places):
+    for det in detections:
         x1, y1, x2, y2 = [int(round(v)) for v in det.box]
-        color = colors[det.class_id % len(colors)]
-        cv2.rectangle(frame, (x1, y1), (x2, y2), color, thickness)
-        cv2.rectangle(frame, (left, top), (right, bottom), color, -1)
+        cv2.rectangle(frame, (x1, y1), (x2, y2), colors[det.class_id % len(colors)], thickness)
+    for det, text, ((_, text_h), _), (left, top, right, bottom) in zip(detections, texts, sizes, places):
+        cv2.rectangle(frame, (left, top), (right, bottom), colors[det.class_id % len(colors)], -1)
         cv2.putText(frame, text, (left + 2, top + text_h + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
                     (0, 0, 0), 1, cv2.LINE_AA)
     return frame

@@ -237,15 +237,16 @@ def test_onnxruntime_frames_side_by_side_give_each_frame_its_own_result(tiny_yol
 
 def test_labels_of_boxes_side_by_side_do_not_cover_each_other():
     """Two boxes 60 px apart with labels wider than that, as in a crowd: the second label goes
-    inside its box's top edge instead of over the first label."""
+    inside its box's top edge instead of over the first label; and no box's line crosses a label."""
     first, second = yolo_tool.label_places([[100, 100, 220, 220], [160, 100, 280, 220]], [(80, 20)] * 2, 640, 480)
     assert first == (100, 80, 180, 100) and second == (160, 100, 240, 120)
-    blue, green = (255, 0, 0), (0, 255, 0)
+    blue, green, red = (255, 0, 0), (0, 255, 0), (0, 0, 255)
     detections = [yolo_tool.Detection("aeroplane", 0, 0.99, [100, 100, 220, 220]),
-                  yolo_tool.Detection("bicycle", 1, 0.98, [160, 100, 280, 220])]
-    frame = yolo_tool.draw_detections(np.zeros((480, 640, 3), np.uint8), detections, [blue, green])
-    above = frame[80:98, 100:230].reshape(-1, 3).tolist()  # the first label, whole
-    assert list(blue) in above and list(green) not in above
+                  yolo_tool.Detection("bicycle", 1, 0.98, [160, 100, 280, 220]),
+                  yolo_tool.Detection("bird", 2, 0.97, [150, 90, 300, 300])]  # its top line crosses the first label
+    frame = yolo_tool.draw_detections(np.zeros((480, 640, 3), np.uint8), detections, [blue, green, red])
+    above = frame[82:98, 100:200].reshape(-1, 3).tolist()  # the first label (103 x 19 at 100, 81)
+    assert list(blue) in above and list(green) not in above and list(red) not in above
     assert frame[104:116, 165:215].reshape(-1, 3).tolist().count(list(green)) > 100  # the second, in its box
 
 
