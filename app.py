@@ -474,19 +474,22 @@ def create_app(settings=None, start=False):
         finally:
             upload_places.release()
 
-    def detect_upload():
+    def received_upload():
+        """(name, bytes, thresholds) of an upload, read and checked before an upload place is
+        taken: a slow sender must not hold one while its body arrives."""
+        thresholds = upload_thresholds()
         # Anything but a multipart form is the image itself, whatever its Content-Type:
         # `curl --data-binary @photo.jpg` labels it form-urlencoded, and parsing it as a
         # form would consume it.
-        name = "upload"
         if request.mimetype == "multipart/form-data":
             upload = request.files.get("image")
             if upload is None:
                 raise HttpError(400, "the multipart upload has no field 'image'")
-            name, data = upload.filename or name, upload.read()
-        else:
-            data = read_body(request.stream, app.config["MAX_CONTENT_LENGTH"])
-        thresholds = upload_thresholds()
+            return upload.filename or "upload", upload.read(), thresholds
+        return "upload", read_body(request.stream, app.config["MAX_CONTENT_LENGTH"]), thresholds
+
+    def detect_upload(name, data, thresholds):
+        """(frame, detections, record, camera) of a received upload, in an upload place."""
         frame = decode_upload(data, max_pixels)
         camera = pipeline.get()
         classes = request.args.get("classes")
@@ -576,8 +579,9 @@ def create_app(settings=None, start=False):
 
     @app.route("/api/detect", methods=["POST"])
     def api_detect():
+        received = received_upload()
         with upload_place():
-            frame, detections, record, camera = detect_upload()
+            frame, detections, record, camera = detect_upload(*received)
             if request.args.get("annotate") in ("1", "true", "yes"):
                 draw_detections(frame, detections, camera.detector.colors)
                 return Response(encode_opencv(frame, 90), mimetype="image/jpeg")
@@ -588,8 +592,9 @@ def create_app(settings=None, start=False):
         if request.method == "GET":
             return render_template("upload.html", token=request.args.get("token", ""))
         try:
+            received = received_upload()
             with upload_place():
-                frame, detections, record, camera = detect_upload()
+                frame, detections, record, camera = detect_upload(*received)
                 draw_detections(frame, detections, camera.detector.colors)
                 image = base64.b64encode(encode_opencv(frame, 90)).decode("ascii")
         except HttpError as exc:

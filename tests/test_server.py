@@ -235,6 +235,26 @@ def test_an_upload_can_ask_for_its_own_thresholds_and_classes(server):
     assert detect("?conf=1") == [] and get_json(server.port, "/api/detections")[1]["detections"]  # not the stream's
 
 
+def test_slow_senders_hold_no_upload_place(server):
+    """Uploads are handled two at a time (memory); two senders whose bodies trickle in, as on a
+    slow link, must not keep a third, whole one waiting."""
+    import socket
+    slow = []
+    for _ in range(2):
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.sendall(b"POST /api/detect HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream"
+                     b"\r\nContent-Length: 100000\r\n\r\n" + b"\xff\xd8" * 50)
+        slow.append(sock)
+    try:
+        time.sleep(0.5)  # both are in the app, reading their bodies
+        jpeg = cv2.imencode(".jpg", red_square_scene())[1].tobytes()
+        status, record = get_json(server.port, "/api/detect", method="POST", body=jpeg, timeout=10)
+        assert status == 200 and record["detections"]
+    finally:
+        for sock in slow:
+            sock.close()
+
+
 def test_upload_page_shows_the_result(server):
     jpeg = cv2.imencode(".jpg", np.full((100, 100, 3), 200, np.uint8))[1].tobytes()
     body, headers = multipart("image", "grey.jpg", jpeg)
