@@ -177,6 +177,8 @@ class ImageFolderSource(FrameSource):
     def open(self):
         self._list()
         if not self.paths:
+            if self.names != "*":  # one image, given by name
+                raise SourceError("{} is gone or no longer an image OpenCV can read".format(self.uri))
             raise SourceError("folder {} has no images OpenCV can read ({})".format(
                 self.folder, ", ".join(IMAGE_EXTENSIONS)))
         self.next_due = time.time()

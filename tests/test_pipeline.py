@@ -157,6 +157,10 @@ def test_an_image_file_is_a_slide_show_of_one_picture(tmp_path):
     (tmp_path / "broken.jpg").write_bytes(b"not a picture")
     with pytest.raises(SourceError, match="broken.jpg is not an image OpenCV can read"):
         open_source(str(tmp_path / "broken.jpg"))
+    picture.unlink()  # gone while it plays: the pipeline's reopening names it, not its folder
+    assert read(source) is None
+    with pytest.raises(SourceError, match=r"^.*dog \[1\]\.png is gone or no longer an image OpenCV can read$"):
+        source.open()
 
 
 def test_image_folder_source_says_once_what_it_leaves_out_and_shows_new_images(tmp_path, caplog):
