@@ -15,8 +15,10 @@ import functools
 import glob
 import logging
 import os
+import re
 import threading
 import time
+import urllib.parse
 
 import cv2
 import numpy as np
@@ -82,7 +84,7 @@ class FrameSource(object):
     turn = None  # --flip in software: frame -> the frame turned (set by open_source)
 
     def __init__(self, uri):
-        self.uri = uri
+        self.uri = without_secrets(uri)  # as logs, /api/stats and status frames show it
 
     def open(self):
         """Open the device or stream; raise SourceError with a hint when it cannot."""
@@ -343,6 +345,28 @@ def csi_pipeline(sensor_id, width, height, fps, flip_method=0):
             "framerate={f}/1, format=NV12 ! nvvidconv flip-method={m} ! video/x-raw, width={ow}, height={oh}, "
             "format=BGRx ! videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false"
             .format(id=sensor_id, w=width, h=height, f=int(fps), m=flip_method, ow=out_w, oh=out_h))
+
+
+SECRET_NAME = re.compile(r"pass|pwd|token|key|secret|auth|sig", re.IGNORECASE)
+
+
+def without_secrets(uri):
+    """`uri` with what would give its camera away to every viewer replaced by ***: the
+    password of rtsp://user:PASSWORD@camera/..., and query values named like ?pwd=, ?token=."""
+    if "://" not in uri:
+        return uri
+    parts = urllib.parse.urlsplit(uri)
+    netloc, query = parts.netloc, parts.query
+    userinfo, at, host = netloc.rpartition("@")
+    if ":" in userinfo:
+        netloc = userinfo.split(":", 1)[0] + ":***" + at + host
+    if query:
+        names = [item.split("=", 1)[0] for item in query.split("&")]
+        query = "&".join(name + "=***" if "=" in item and SECRET_NAME.search(name) else item
+                         for name, item in zip(names, query.split("&")))
+    if (netloc, query) == (parts.netloc, parts.query):
+        return uri
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _query(uri):

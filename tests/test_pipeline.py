@@ -70,6 +70,22 @@ def test_unknown_or_undecodable_source_is_a_clear_error(tmp_path):
         open_source(str(garbage))
 
 
+def test_a_source_is_shown_without_its_secrets():
+    """Viewers see the source in /api/stats and in status banners: a camera's password, and
+    query values named like one, are replaced; everything else is shown as given."""
+    from camera import without_secrets
+    assert without_secrets("rtsp://admin:s3cret@10.0.0.2:554/live?channel=1") == \
+        "rtsp://admin:***@10.0.0.2:554/live?channel=1"
+    assert without_secrets("http://cam/video.cgi?user=admin&pwd=s3cret&apikey=k") == \
+        "http://cam/video.cgi?user=admin&pwd=***&apikey=***"
+    for plain in ("rtsp://admin@cam/live", "test://?fps=60", "/dev/video0", "0", "csi://0", "/videos/a:b@c.mp4"):
+        assert without_secrets(plain) == plain
+    source = open_source("rtsp://admin:s3cret@127.0.0.1:1/live")
+    assert source.uri == "rtsp://admin:***@127.0.0.1:1/live" and source.target == "rtsp://admin:s3cret@127.0.0.1:1/live"
+    with pytest.raises(SourceError, match=r"^cannot open rtsp://admin:\*\*\*@127"):
+        source.open()
+
+
 class CameraWithOneMode(object):
     """Stands in for cv2.VideoCapture on a V4L2 camera (none can exist here) that has
     only 640x480 YUYV at 30 FPS: it accepts any setting and keeps its own, as V4L2 does."""

@@ -300,18 +300,24 @@ def test_source_that_dies_is_reopened(red_square_model):
 def test_a_network_stream_is_followed_and_reopened_when_it_comes_back(red_square_model):
     """Another server's /video_feed as an http:// source: FFmpeg reads a real multipart
     stream over HTTP (detections follow its picture); when that server stops, viewers
-    see RECONNECTING and /healthz 503, and once it is back on its port, frames flow again."""
-    upstream = Server("serve", "--source", "test://?fps=15", "--model", red_square_model)
+    see RECONNECTING and /healthz 503, and once it is back on its port, frames flow again.
+    The URL's password and token open the stream but are shown nowhere: not in /api/stats,
+    the status banner's error or the log."""
+    upstream = Server("serve", "--source", "test://?fps=15", "--model", red_square_model, STREAMDETECT_TOKEN="s3cret")
     with upstream:
-        url = "http://127.0.0.1:{}/video_feed".format(upstream.port)
+        url = "http://viewer:pa55@127.0.0.1:{}/video_feed?token=s3cret&fps=15".format(upstream.port)
         with Server("serve", "--source", url, "--model", red_square_model) as server:
             assert wait_until(lambda: get_json(server.port, "/api/detections")[1]["detections"], 10)
-            assert server.stats()["source"] == url
+            shown = "http://viewer:***@127.0.0.1:{}/video_feed?token=***&fps=15".format(upstream.port)
+            assert server.stats()["source"] == shown
             upstream.stop()
             assert wait_until(lambda: server.stats()["state"] == "reconnecting", 10)
+            assert shown in server.stats()["last_error"]
             assert get(server.port, "/healthz")[0] == 503
             assert wait_until(lambda: get_json(server.port, "/api/detections")[1]["status"] == "reconnecting", 2)
-            back = Server("serve", "--source", "test://?fps=15", "--model", red_square_model)
+            assert "s3cret" not in server.log(last=None) and "pa55" not in server.log(last=None)
+            back = Server("serve", "--source", "test://?fps=15", "--model", red_square_model,
+                          STREAMDETECT_TOKEN="s3cret")
             back.port = upstream.port
             with back:
                 published = server.stats()["frames_published"]
