@@ -739,7 +739,7 @@ def cmd_serve(args):
     require_free_port(args.host, args.port, "--port")
     app = create_app(args, start=True)
     camera = app.extensions["streamdetect"].camera
-    log.info("serving on http://%s:%d/ (source %s, backend %s)", args.host, args.port,
+    log.info("serving on http://%s:%d/ (source %s, backend %s)", url_host(args.host, shown=True), args.port,
              camera.source.uri, camera.detector.backend)
     from werkzeug.serving import WSGIRequestHandler, run_simple
 
@@ -813,6 +813,26 @@ def settings_environment(args):
     return environment
 
 
+def nginx_listen(host, port, parameters=""):
+    """nginx's `listen` directives for --host and `port`: all addresses for 0.0.0.0, IPv4
+    and IPv6 for ::, an IPv6 address in brackets."""
+    if host in ("", "0.0.0.0"):
+        addresses = [str(port)]
+    elif host == "::":
+        addresses = [str(port), "[::]:{}".format(port)]
+    else:
+        addresses = ["{}:{}".format(url_host(host), port)]
+    return "\n    ".join("listen {}{};".format(address, parameters) for address in addresses)
+
+
+def url_host(host, shown=False):
+    """--host as a URL has it: an IPv6 address in brackets; for all addresses, the one
+    that reaches this machine (`shown`: localhost, for people)."""
+    if host in ("", "0.0.0.0", "::"):
+        return "localhost" if shown else "127.0.0.1"
+    return "[{}]".format(host) if ":" in host else host
+
+
 def write_production_configs(args, run_dir, nginx):
     """uWSGI and nginx configurations for these settings, in `run_dir`."""
     owner = "{}:{}".format(os.geteuid(), os.getegid())
@@ -825,9 +845,10 @@ def write_production_configs(args, run_dir, nginx):
         owner, user_line = "0:{}".format(nobody.pw_gid), "user nobody {};".format(group)
     tls = ""
     if args.tls_cert:
-        tls = ("listen {} ssl http2;\n    ssl_certificate {};\n    ssl_certificate_key {};"
-               .format(args.tls_port, os.path.abspath(args.tls_cert), os.path.abspath(args.tls_key)))
-    listen = "{}:{}".format(args.host, args.port) if args.host not in ("0.0.0.0", "") else str(args.port)
+        tls = ("{}\n    ssl_certificate {};\n    ssl_certificate_key {};"
+               .format(nginx_listen(args.host, args.tls_port, " ssl http2"), os.path.abspath(args.tls_cert),
+                       os.path.abspath(args.tls_key)))
+    listen = nginx_listen(args.host, args.port)
     values = {
         "APP_DIR": APP_DIR, "RUN_DIR": run_dir, "THREADS": args.max_viewers + 16 if args.max_viewers else 256,
         "SOCKET_OWNER": owner, "STATS_PORT": args.stats_port, "USER_LINE": user_line,
@@ -890,6 +911,7 @@ def serve_production(args):
     resolve_model(args.model)  # download here, in the foreground, with its progress bar
     run_dir = run_directory(args.port)
     write_production_configs(args, run_dir, nginx)
+    check_nginx_config(nginx, run_dir)
     environment = dict(os.environ, **settings_environment(args))
     stopping = []
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
@@ -908,6 +930,17 @@ def serve_production(args):
     return status
 
 
+def check_nginx_config(nginx, run_dir):
+    """nginx's own test of its configuration (a certificate that is none, say), before
+    uWSGI starts: one line, rather than nginx failing while uWSGI loads the app."""
+    test = subprocess.run([nginx, "-t", "-q", "-p", run_dir, "-c", os.path.join(run_dir, "nginx.conf")],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    if test.returncode != 0:
+        reasons = re.findall(r"\[emerg\] (?:\d+#\d+: )?(.*)", test.stdout)
+        raise ServerSetupError("nginx refuses its configuration: {}".format(
+            reasons[0] if reasons else test.stdout.strip() or "nginx -t failed"))
+
+
 def append_to_output_file():
     """nginx opens /dev/stdout again for its access log, appending; into a file that the
     shell opened without appending (`serve --production > server.log 2>&1`), our writes
@@ -920,7 +953,7 @@ def append_to_output_file():
 
 def _supervise(args, children, stopping):
     """Wait for the first healthy answer, then until a signal or a child's exit."""
-    url = "http://127.0.0.1:{}/healthz".format(args.port)
+    url = "http://{}:{}/healthz".format(url_host(args.host), args.port)
     ready, last_note = False, time.time()
     while not stopping:
         for child in children:
@@ -935,8 +968,7 @@ def _supervise(args, children, stopping):
                 return 2
             if answer.get("status") in ("ok", "unhealthy"):
                 ready = True
-                log.info("ready: http://%s:%d/ (%s)", "localhost" if args.host in ("0.0.0.0", "") else args.host,
-                         args.port, answer.get("state"))
+                log.info("ready: http://%s:%d/ (%s)", url_host(args.host, shown=True), args.port, answer.get("state"))
             elif time.time() - last_note > 10:
                 last_note = time.time()
                 log.info("waiting for the pipeline to start: %s", answer.get("error", "no answer yet"))

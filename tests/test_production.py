@@ -1,15 +1,20 @@
 """The production stack as deployed: nginx -> uWSGI -> app, started by
 `python app.py serve --production`, on loopback with test:// and a generated model."""
+import http.client
 import os
 import shutil
 import signal
+import socket
+import ssl
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from streaming import HAS_PRODUCTION_STACK, Server, Viewer, free_port, frozen_viewer, get, get_json, read_events, \
-    red_square_scene, run_app, taken_port, wait_for_viewers, wait_until, watch
+from streaming import HAS_PRODUCTION_STACK, ROOT, Server, Viewer, free_port, frozen_viewer, get, get_json, \
+    read_events, red_square_scene, run_app, taken_port, wait_for_viewers, wait_until, watch
 
 pytestmark = pytest.mark.skipif(not HAS_PRODUCTION_STACK,
                                 reason="needs uwsgi (pip) and nginx (apt-get install nginx)")
@@ -209,6 +214,69 @@ def test_a_taken_port_is_named_before_anything_starts(red_square_model):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "cannot listen on 127.0.0.1:{} (Address already in use)".format(number) in result.stderr
     assert "Pass another --stats-port" in result.stderr and "starting uWSGI" not in result.stderr
+
+
+@pytest.mark.parametrize("host", ["127.0.0.2", "::1"])
+def test_production_listens_on_the_address_given(red_square_model, host):
+    """--host ADDRESS: nginx listens there (an IPv6 one in brackets), and the launcher asks
+    for health there, so it starts the pipeline and says it is ready."""
+    port = free_port()
+    command = [sys.executable, os.path.join(ROOT, "app.py"), "serve", "--production", "--host", host,
+               "--port", str(port), "--stats-port", str(free_port()), "--model", red_square_model,
+               "--source", "test://"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                               start_new_session=True)
+    lines = []
+    threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True).start()
+
+    def healthy():
+        connection = http.client.HTTPConnection(host, port, timeout=10)
+        try:
+            connection.request("GET", "/healthz")
+            return connection.getresponse().status == 200
+        finally:
+            connection.close()
+    try:
+        address = "[{}]".format(host) if ":" in host else host
+        assert wait_until(lambda: any("ready: http://{}:{}/ (streaming)".format(address, port) in line
+                                      for line in lines), 60), "".join(lines)[-3000:]
+        assert wait_until(healthy, 10)  # once its first frame is out
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(15)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl (apt-get install openssl)")
+def test_tls_listener_speaks_https_and_http2(red_square_model, tmp_path):
+    cert, key = str(tmp_path / "cert.pem"), str(tmp_path / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "1", "-subj", "/CN=localhost"], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    tls_port = free_port()
+    context = ssl.create_default_context(cafile=cert)
+    context.check_hostname = False
+    with production(red_square_model, "--tls-cert", cert, "--tls-key", key, "--tls-port", str(tls_port)):
+        context.set_alpn_protocols(["h2", "http/1.1"])
+        with socket.create_connection(("127.0.0.1", tls_port), timeout=10) as raw:
+            with context.wrap_socket(raw) as tls:
+                assert tls.selected_alpn_protocol() == "h2"
+        context.set_alpn_protocols(["http/1.1"])
+        connection = http.client.HTTPSConnection("127.0.0.1", tls_port, timeout=10, context=context)
+        connection.request("GET", "/api/stats")
+        response = connection.getresponse()
+        assert response.status == 200 and b'"state":"streaming"' in response.read()
+        connection.close()
+
+
+def test_a_certificate_that_is_none_is_named_before_anything_starts(red_square_model, tmp_path):
+    (tmp_path / "cert.pem").write_text("not a certificate\n")
+    result = run_app("serve", "--production", "--model", red_square_model, "--source", "test://",
+                     "--port", str(free_port()), "--stats-port", str(free_port()),
+                     "--tls-cert", str(tmp_path / "cert.pem"), "--tls-key", str(tmp_path / "cert.pem"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr + result.stdout
+    assert "error: nginx refuses its configuration: cannot load certificate \"{}\"".format(
+        tmp_path / "cert.pem") in result.stderr
+    assert "starting uWSGI" not in result.stderr
 
 
 def processes_mentioning(text):
