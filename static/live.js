@@ -75,9 +75,10 @@
   // pipeline (another started_at), since a stream cut after its first frame just
   // freezes without an error event. A changed query string makes the browser open
   // a new connection rather than reuse the old picture.
-  // A hidden page (a background tab, a minimised window) takes no stream: browsers
-  // keep downloading it, which costs the device bandwidth and a viewer's place and
-  // keeps --idle-stop from pausing the detector. It is reopened when shown again.
+  // A hidden page (a background tab, a minimised window) takes no stream and asks
+  // for no stats: browsers keep downloading the stream, which costs the device
+  // bandwidth and a viewer's place, and either keeps --idle-stop from pausing the
+  // detector. The stream is reopened when the page is shown again.
   var img = document.getElementById("stream");
   var streamUrl = img.src;
   var outage = false;
@@ -94,6 +95,10 @@
   });
 
   function poll() {
+    if (document.hidden) {  // nobody sees it; and /api/detections would keep --idle-stop from pausing
+      setTimeout(poll, 1000);
+      return;
+    }
     Promise.all([
       fetch(url(panel.dataset.stats)).then(function (r) { return r.json(); }),
       fetch(url(panel.dataset.detections)).then(function (r) { return r.json(); })

@@ -429,23 +429,26 @@ SET_PAGE_HIDDEN = """hidden => {
 }"""
 
 
-def test_hidden_page_lets_the_stream_go(server):
-    """A page in a background tab gives up its stream (bandwidth, a viewer's place) and opens it
-    again when shown. Headless Chromium never hides a page, so the test sets what a browser sets
-    when it does: document.hidden and the visibilitychange event."""
+def test_hidden_page_lets_the_stream_go(red_square_model):
+    """A page in a background tab gives up its stream (bandwidth, a viewer's place) and its
+    polls, so that --idle-stop pauses the detector; shown again, it streams again. Headless
+    Chromium never hides a page, so the test sets what a browser sets when it does:
+    document.hidden and the visibilitychange event."""
     from browser import chromium_page
-    assert wait_for_viewers(server, 0, 10) == 0
-    with chromium_page() as page:
+    with Server("serve", "--source", "test://", "--model", red_square_model, "--idle-stop", "2") as server, \
+            chromium_page() as page:
         page.goto("http://127.0.0.1:{}/".format(server.port))
         page.wait_for_function("document.getElementById('stream').naturalWidth > 0", timeout=15000)
         assert wait_for_viewers(server, 1, 5) == 1
         page.evaluate(SET_PAGE_HIDDEN, True)
         assert wait_for_viewers(server, 0, 10) == 0
-        time.sleep(3.5)  # the stats poll (each second) and the image's error retry (2 s) leave it closed
-        assert server.stats()["viewers"] == 0
+        assert wait_until(lambda: server.stats()["state"] == "idle", 10)
+        time.sleep(3)  # the page's polls and the image's error retry (2 s) leave it idle
+        assert server.stats()["state"] == "idle" and server.stats()["viewers"] == 0
         page.evaluate(SET_PAGE_HIDDEN, False)
         assert wait_for_viewers(server, 1, 10) == 1
-        page.wait_for_function("document.getElementById('stream').naturalWidth > 0", timeout=15000)
+        assert wait_until(lambda: server.stats()["state"] == "streaming", 10)
+        page.wait_for_function("document.getElementById('state').textContent === 'streaming'", timeout=10000)
 
 
 def test_page_reopens_the_stream_after_a_server_restart(red_square_model):
