@@ -41,7 +41,10 @@ class ServerSetupError(Exception):
 
 USER_ERRORS = (ModelError, EngineError, SourceError, ServerSetupError)
 BOUNDARY = "frame"
-# Uploads handled at once, from reading one to answering: the detector takes them one or
+# How long /snapshot.jpg and /api/detections wait for a paused (--idle-stop) pipeline's
+# first frame: a camera reopens in about a second, a network stream in a few.
+WAKE_SECONDS = 10.0
+# Uploads handled at once, from decoding one to answering: the detector takes them one or
 # two at a time anyway, and each can hold ~150 MB (a 40-megapixel picture decoded, then
 # drawn on), so more at once would only put a 4 GB Jetson's memory at risk. Others wait
 # their turn, this long at most.
@@ -517,6 +520,16 @@ def create_app(settings=None, start=False):
                     raise HttpError(400, "{}={} is not a number from 0 to 1".format(name, text))
         return thresholds
 
+    def current_frame(camera):
+        """The latest frame for one who asks now: while --idle-stop has the pipeline paused,
+        the first one captured after waking it (within WAKE_SECONDS), not one from before."""
+        paused = camera.state == "idle"
+        camera.touch()
+        frame = camera.latest_frame()
+        if paused:
+            frame = camera.wait_frame(frame.seq if frame is not None else 0, WAKE_SECONDS) or frame
+        return frame
+
     def viewer_fps():
         """?fps=N: the most frames per second this viewer wants, or None."""
         text = request.args.get("fps")
@@ -560,11 +573,11 @@ def create_app(settings=None, start=False):
 
     @app.route("/snapshot.jpg")
     def snapshot():
-        camera = pipeline.get()
-        camera.touch()
-        frame = camera.latest_frame()
+        frame = current_frame(pipeline.get())
         response = Response(frame.jpeg, mimetype="image/jpeg")
         response.headers["Cache-Control"] = "no-cache, no-store"
+        response.headers["X-Frame-Seq"] = str(frame.seq)
+        response.headers["X-Captured-At"] = "{:.6f}".format(frame.captured_at)
         return response
 
     @app.route("/api/stats")
@@ -574,8 +587,7 @@ def create_app(settings=None, start=False):
     @app.route("/api/detections")
     def api_detections():
         camera = pipeline.get()
-        camera.touch()
-        return jsonify(frame_record(camera, camera.latest_frame()))
+        return jsonify(frame_record(camera, current_frame(camera)))
 
     @app.route("/api/detect", methods=["POST"])
     def api_detect():

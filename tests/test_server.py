@@ -1,6 +1,7 @@
 """The streaming server as clients see it: `python app.py serve` on loopback,
 a test:// source and the red-square model, real HTTP clients."""
 import http.client
+import json
 import threading
 import time
 
@@ -337,6 +338,21 @@ def test_sigterm_stops_the_development_server_as_ctrl_c_does(red_square_model):
         assert server.log().rstrip().endswith("INFO streamdetect: stopped")
         viewer.join(10)
         assert not viewer.is_alive() and viewer.error is None
+
+
+def test_a_snapshot_of_a_paused_pipeline_is_taken_after_waking_it(red_square_model):
+    """--idle-stop paused the pipeline: /snapshot.jpg and /api/detections wake it and answer
+    with its first new frame, not the picture from before the pause."""
+    with Server("serve", "--source", "test://", "--model", red_square_model, "--idle-stop", "1") as server:
+        for path in ("/snapshot.jpg", "/api/detections"):
+            assert wait_until(lambda: server.stats()["state"] == "idle", 10)
+            asked_at = time.time()
+            status, headers, body = get(server.port, path)
+            if path == "/snapshot.jpg":
+                captured_at = float(headers["X-Captured-At"])
+            else:
+                captured_at = json.loads(body.decode())["captured_at"]
+            assert status == 200 and captured_at > asked_at
 
 
 def test_a_frozen_viewer_is_let_go_after_the_client_timeout(red_square_model):
