@@ -261,6 +261,7 @@ def test_upload_page_shows_the_result(server):
     body, headers = multipart("image", "grey.jpg", jpeg)
     status, _, page = get(server.port, "/upload", method="POST", body=body, headers=headers)
     assert status == 200 and b"data:image/jpeg;base64," in page and b"grey.jpg" in page
+    assert b"Authorization" not in page  # no token here, none in its curl example
 
 
 def test_viewer_limit(server):
@@ -421,6 +422,8 @@ def test_token_protects_everything_but_healthz(red_square_model):
         assert get(server.port, "/api/stats", headers={"Authorization": "Bearer s3cret"})[0] == 200
         status, _, page = get(server.port, "/?token=s3cret")
         assert status == 200 and b"/video_feed?token=s3cret" in page
+        status, _, page = get(server.port, "/upload?token=s3cret")  # its curl example sends a token too
+        assert status == 200 and b'-H "Authorization: Bearer TOKEN"' in page
         [viewer] = watch(server.port, 1, 1, path="/video_feed?token=s3cret")
         assert viewer.status == 200 and viewer.frames > 0
 
