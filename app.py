@@ -331,7 +331,7 @@ class Pipeline(object):
         with self._lock:
             if self.camera is not None:
                 return self.camera
-            if not self._starting and (not self.error or time.time() - self.failed_at >= self.retry_after):
+            if not self._starting and (not self.error or time.monotonic() - self.failed_at >= self.retry_after):
                 self._starting = True
                 thread = threading.Thread(target=self._start_in_background, name="pipeline-start")
                 thread.daemon = True
@@ -342,10 +342,10 @@ class Pipeline(object):
         try:
             self.start()
         except USER_ERRORS as exc:
-            self.error, self.failed_at = "pipeline cannot start: {}".format(exc), time.time()
+            self.error, self.failed_at = "pipeline cannot start: {}".format(exc), time.monotonic()
             log.error("%s", self.error)
         except Exception as exc:
-            self.error, self.failed_at = "pipeline cannot start: {!r}".format(exc), time.time()
+            self.error, self.failed_at = "pipeline cannot start: {!r}".format(exc), time.monotonic()
             log.exception("pipeline start failed")
         finally:
             self._starting = False
@@ -645,11 +645,11 @@ def newest_frames(camera, max_fps=None, resend_after=1.0):
     a failed write and proxies see traffic."""
     seq = 0
     frame = camera.latest_frame()
-    interval, due = 1.0 / max_fps if max_fps else 0.0, time.time()
+    interval, due = 1.0 / max_fps if max_fps else 0.0, time.monotonic()
     while True:
         if interval:
-            time.sleep(max(0.0, due - time.time()))
-            due = max(due + interval, time.time())
+            time.sleep(max(0.0, due - time.monotonic()))
+            due = max(due + interval, time.monotonic())
         newer = camera.wait_frame(seq, resend_after)
         if newer is not None:
             frame, seq = newer, newer.seq
@@ -966,7 +966,7 @@ def append_to_output_file():
 def _supervise(args, children, stopping):
     """Wait for the first healthy answer, then until a signal or a child's exit."""
     url = "http://{}:{}/healthz".format(url_host(args.host), args.port)
-    ready, last_note = False, time.time()
+    ready, last_note = False, time.monotonic()
     while not stopping:
         for child in children:
             if child.poll() is not None:
@@ -981,8 +981,8 @@ def _supervise(args, children, stopping):
             if answer.get("status") in ("ok", "unhealthy"):
                 ready = True
                 log.info("ready: http://%s:%d/ (%s)", url_host(args.host, shown=True), args.port, answer.get("state"))
-            elif time.time() - last_note > 10:
-                last_note = time.time()
+            elif time.monotonic() - last_note > 10:
+                last_note = time.monotonic()
                 log.info("waiting for the pipeline to start: %s", answer.get("error", "no answer yet"))
         time.sleep(0.2)
     return 0
@@ -1007,10 +1007,10 @@ def _stop_children(children, grace=3.0):
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
-    deadline = time.time() + grace
+    deadline = time.monotonic() + grace
     for child in children:
         try:
-            child.wait(max(0.1, deadline - time.time()))
+            child.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             log.warning("%s did not stop in %.0f s; killing it", os.path.basename(child.args[0]), grace)
             child.kill()

@@ -124,7 +124,7 @@ class SyntheticSource(FrameSource):
 
     def open(self):
         self.count = 0
-        self.next_due = time.time()
+        self.next_due = time.monotonic()
 
     def mode(self):
         return "{}x{} at {:g} FPS".format(self.width, self.height, self.fps)
@@ -132,10 +132,10 @@ class SyntheticSource(FrameSource):
     def grab(self):
         if self.die_after and self.count >= self.die_after:
             return False
-        delay = self.next_due - time.time()
+        delay = self.next_due - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        self.next_due = max(self.next_due + 1.0 / self.fps, time.time() - 1.0 / self.fps)
+        self.next_due = max(self.next_due + 1.0 / self.fps, time.monotonic() - 1.0 / self.fps)
         self.count += 1
         self.grabbed_at = time.time()
         return True
@@ -183,7 +183,7 @@ class ImageFolderSource(FrameSource):
                 raise SourceError("{} is gone or no longer an image OpenCV can read".format(self.uri))
             raise SourceError("folder {} has no images OpenCV can read ({})".format(
                 self.folder, ", ".join(IMAGE_EXTENSIONS)))
-        self.next_due = time.time()
+        self.next_due = time.monotonic()
 
     def _list(self):
         """The folder's images but those known unreadable as they are now (changed, one is tried again)."""
@@ -208,10 +208,10 @@ class ImageFolderSource(FrameSource):
             self.index += 1
             self.image = cv2.imread(path, cv2.IMREAD_COLOR)
             if self.image is not None:
-                delay = self.next_due - time.time()
+                delay = self.next_due - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-                self.next_due = max(self.next_due + 1.0 / self.fps, time.time())
+                self.next_due = max(self.next_due + 1.0 / self.fps, time.monotonic())
                 return True
             version = _version(path)
             if version[1] is not None:  # a file removed since the listing is no news
@@ -264,7 +264,7 @@ class OpenCVSource(FrameSource):
         capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # newest frame, not a queue of old ones
         file_fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
         self.interval = 1.0 / (self.fps or (file_fps if 1.0 <= file_fps <= 240.0 else 30.0))
-        self.next_due = time.time()
+        self.next_due = time.monotonic()
         self.capture = capture
         self._warn_if_mode_differs()
 
@@ -299,10 +299,10 @@ class OpenCVSource(FrameSource):
         if not ok:
             return False
         if self.paced:  # a file is read as fast as the disk allows: play it at its own rate
-            delay = self.next_due - time.time()
+            delay = self.next_due - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            self.next_due = max(self.next_due + self.interval, time.time() - self.interval)
+            self.next_due = max(self.next_due + self.interval, time.monotonic() - self.interval)
         return True
 
     def retrieve(self):
@@ -496,7 +496,7 @@ class Frame(object):
         self.width, self.height = width, height
         self.inference_ms = inference_ms
         self.captured_at = captured_at
-        self.published_at = time.time()
+        self.published_at = time.monotonic()  # for spans only: the wall clock can jump
         self.status = status  # None for a live frame, else why this is a placeholder
         self.part = (b"Content-Type: image/jpeg\r\nContent-Length: " + str(len(jpeg)).encode()
                      + b"\r\nX-Frame-Seq: " + str(seq).encode()
@@ -586,13 +586,14 @@ class Camera(object):
         self.state = "starting"
         self.last_error = ""
         self.started_at = time.time()
+        self._started_clock = time.monotonic()
         self.counters = {"frames_captured": 0, "frames_decoded": 0, "frames_inferred": 0,
                          "frames_dropped": 0, "frames_published": 0, "reconnects": 0}
         # moving averages, milliseconds: where a frame's time goes between capture and viewers
         self.timings = {"inference_ms": 0.0, "wait_ms": 0.0, "render_ms": 0.0, "latency_ms": 0.0}
         self.viewers = 0
-        self.last_activity = time.time()
-        self.last_capture_at = 0.0
+        self.last_activity = time.monotonic()
+        self.last_capture_at = 0.0  # time.monotonic()
         self.last_live_frame = None
         self._rate = MovingRate()
         self._lock = threading.Lock()
@@ -638,9 +639,9 @@ class Camera(object):
             self._work.notify_all()
         with self._detected:
             self._detected.notify_all()
-        deadline = time.time() + timeout
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(max(0.0, deadline - time.time()))
+            thread.join(max(0.0, deadline - time.monotonic()))
         self.state = "stopped"
         self._publish_status("stopped")
         if not any(thread.is_alive() for thread in self._threads):
@@ -667,7 +668,7 @@ class Camera(object):
 
     def touch(self):
         """Note that someone wants frames; wakes an idle pipeline."""
-        self.last_activity = time.time()
+        self.last_activity = time.monotonic()
         self._wake.set()
 
     def wait_frame(self, after_seq, timeout):
@@ -692,7 +693,7 @@ class Camera(object):
 
     # status
     def stats(self):
-        now = time.time()
+        now = time.monotonic()
         latest = self.broadcast.latest()
         state = self.state
         if state == "streaming" and now - self.last_capture_at > 5.0:
@@ -714,7 +715,7 @@ class Camera(object):
             "classes": self.detector.class_names(),
             "width": latest.width if latest else 0,
             "height": latest.height if latest else 0,
-            "uptime": round(now - self.started_at, 1),
+            "uptime": round(now - self._started_clock, 1),
             "started_at": self.started_at,
         })
         return stats
@@ -725,11 +726,11 @@ class Camera(object):
         if stats["state"] == "idle":
             return True
         live = self.last_live_frame
-        return stats["state"] == "streaming" and live is not None and time.time() - live.published_at < 3.0
+        return stats["state"] == "streaming" and live is not None and time.monotonic() - live.published_at < 3.0
 
     # threads
     def _idle(self):
-        return bool(self.idle_stop) and self.viewers == 0 and time.time() - self.last_activity > self.idle_stop
+        return bool(self.idle_stop) and self.viewers == 0 and time.monotonic() - self.last_activity > self.idle_stop
 
     def _capture_loop(self):
         # One detector: preparing the next frame here overlaps with its inference. Several:
@@ -754,7 +755,7 @@ class Camera(object):
                 self._source_down("cannot open {}: {}".format(self.source.uri, exc), failures)
                 continue
             log.info("source %s open: %s", self.source.uri, self.source.mode())
-            self.last_capture_at = time.time()
+            self.last_capture_at = time.monotonic()
             self._set_state("streaming", "")
             ended = False
             interval, previous = 0.0, None  # the source's time between frames, a moving average
@@ -764,12 +765,13 @@ class Camera(object):
                         ended = True
                         break
                     failures = 0
-                    captured_at = time.time()
+                    captured_at = time.time()  # the frame's stamp, for viewers; spans are measured
+                    self.last_capture_at = now = time.monotonic()  # on the clock that never jumps
                     if previous is not None:
-                        interval += (captured_at - previous - interval) * (0.1 if interval else 1.0)
-                    previous = captured_at
-                    if not self._taken_before_next(captured_at, interval):
-                        self._count_undecoded(captured_at)
+                        interval += (now - previous - interval) * (0.1 if interval else 1.0)
+                    previous = now
+                    if not self._taken_before_next(now, interval):
+                        self._count_undecoded()
                         continue
                     frame = self.source.retrieve()
                     if frame is None:
@@ -821,11 +823,10 @@ class Camera(object):
             free_at = max(min(self._free_at), self._next_start_at)
         return free_at < now + interval * (1.0 + DECODE_MARGIN)
 
-    def _count_undecoded(self, captured_at):
+    def _count_undecoded(self):
         with self._work:
             self.counters["frames_captured"] += 1
             self.counters["frames_dropped"] += 1
-            self.last_capture_at = captured_at
 
     def _hand_to_detector(self, frame, blob, captured_at):
         with self._work:
@@ -834,7 +835,6 @@ class Camera(object):
             self.counters["frames_captured"] += 1
             self.counters["frames_decoded"] += 1
             self._captured = (self.counters["frames_captured"], frame, blob, captured_at)
-            self.last_capture_at = captured_at
             self._work.notify_all()
 
     def _detect_loop(self, slot):
@@ -854,11 +854,11 @@ class Camera(object):
         nearly together, and whichever of the two frames ends last is wasted
         when it is the older one. Each detector notes when it expects to be
         free again, which capture reads to decide what to decode."""
-        quiet_until = time.time() + 0.5
+        quiet_until = time.monotonic() + 0.5
         with self._work:
             self._free_at[slot] = 0.0
             while not self._stop.is_set():
-                now = time.time()
+                now = time.monotonic()
                 busy_until = now + self.timings["inference_ms"] / 1000.0
                 if self._jobs:
                     self._free_at[slot] = busy_until
@@ -889,8 +889,8 @@ class Camera(object):
         self.timings[name] = value if not previous else 0.9 * previous + 0.1 * value
 
     def _detect_frame(self, number, frame, blob, captured_at):
-        started = time.time()
-        self._average("wait_ms", (started - captured_at) * 1000.0)
+        self._average("wait_ms", (time.time() - captured_at) * 1000.0)
+        started = time.monotonic()
         try:
             output, inference_ms = self.detector.run(self.detector.prepare(frame) if blob is None else blob)
         except Exception as exc:
@@ -898,7 +898,7 @@ class Camera(object):
                 log.warning("inference failed again: %s", exc)
             else:
                 log.exception("inference failed")
-            self._failed_at = time.time()
+            self._failed_at = time.monotonic()
             self._set_state("error", "inference failed: {}".format(exc))
             self._publish_status("error")
             self._stop.wait(1.0)
@@ -925,13 +925,13 @@ class Camera(object):
             if item is None:
                 continue
             frame, output, inference_ms, captured_at = item
-            started = time.time()
+            started = time.monotonic()
             try:
                 height, width = frame.shape[:2]
                 detections = self.detector.decode(output, (width, height))
                 published = self._publish_live(frame, detections, inference_ms, captured_at)
                 self._average("render_ms", (published.published_at - started) * 1000.0)
-                self._average("latency_ms", (published.published_at - captured_at) * 1000.0)
+                self._average("latency_ms", (time.time() - captured_at) * 1000.0)
             except Exception:
                 if not skipped:
                     log.exception("decoding, drawing or encoding failed; frames are skipped until it works again")
@@ -943,7 +943,7 @@ class Camera(object):
 
     def _publish_live(self, frame, detections, inference_ms, captured_at):
         draw_detections(frame, detections, self.detector.colors)
-        now = time.time()
+        now = time.monotonic()
         self._rate.tick(now)
         height, width = frame.shape[:2]
         in_flight = self.detector.engine.frames_in_flight

@@ -219,7 +219,7 @@ class _Ticker(object):
     def __init__(self, what, every=30.0):
         self.what, self.every = what, every
         self.done = threading.Event()
-        self.started = time.time()
+        self.started = time.monotonic()
 
     def __enter__(self):
         thread = threading.Thread(target=self._run, name="ticker")
@@ -229,7 +229,7 @@ class _Ticker(object):
 
     def _run(self):
         while not self.done.wait(self.every):
-            log.info("%s: still running, %.0f s so far", self.what, time.time() - self.started)
+            log.info("%s: still running, %.0f s so far", self.what, time.monotonic() - self.started)
 
     def __exit__(self, *exc):
         self.done.set()
@@ -385,13 +385,13 @@ class TensorRTEngine(Engine):
             config.set_flag(trt.BuilderFlag.INT8)
         what = "building the TensorRT engine ({}, workspace {} MB)".format(self.precision, workspace_mb)
         log.info("%s from %s; this takes minutes on a Jetson Nano", what, self.model_path)
-        started = time.time()
+        started = time.monotonic()
         with _Ticker(what):
             serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise EngineError("TensorRT could not build an engine from {} (see its messages above); "
                               "try --precision fp32 or a larger --workspace-mb".format(self.model_path))
-        log.info("engine built in %.0f s", time.time() - started)
+        log.info("engine built in %.0f s", time.monotonic() - started)
         return bytes(serialized)
 
     def infer(self, blob):
@@ -502,9 +502,9 @@ def _open(backend, model_path, options):
         raise EngineError("unknown backend '{}'; choose one of {}".format(backend, ", ".join(BACKENDS)))
     if backend == "tensorrt" and not options.get("cache_folder"):
         raise EngineError("the TensorRT backend needs a folder for its engine cache")
-    started = time.time()
+    started = time.monotonic()
     engine = ENGINES[backend](model_path, **{k: v for k, v in options.items() if k in ENGINE_OPTIONS[backend]})
-    log.info("loaded %s on %r in %.1f s", model_path, engine, time.time() - started)
+    log.info("loaded %s on %r in %.1f s", model_path, engine, time.monotonic() - started)
     if options.get("precision", "auto") != "auto" and "precision" not in ENGINE_OPTIONS[backend]:
         log.warning("--precision %s is TensorRT's; %s runs the model in the precision it was saved in",
                     options["precision"], backend)

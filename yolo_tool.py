@@ -87,7 +87,7 @@ class _Progress(object):
     def update(self, done):
         fraction = min(done / float(self.total), 1.0) if self.total else 0.0
         if self.tty:
-            now = time.time()
+            now = time.monotonic()
             if now - self.last_shown < 0.2 and done < self.total:
                 return
             self.last_shown = now
@@ -240,9 +240,9 @@ class Detector(object):
         self.backend = self.engine.name
         _, _, self.input_h, self.input_w = self.engine.input_shape
 
-        started = time.time()
+        started = time.monotonic()
         output = self.engine.infer(np.zeros(self.engine.input_shape, dtype=np.float32))
-        self.warmup_ms = (time.time() - started) * 1000.0
+        self.warmup_ms = (time.monotonic() - started) * 1000.0
         self.num_classes = self._check_output(output.shape)
         if labels is None:
             labels = spec.labels if spec else (VOC_LABELS if self.num_classes == len(VOC_LABELS)

@@ -260,6 +260,43 @@ def test_idle_stop_pauses_and_a_viewer_resumes(red_square_model):
         camera.stop()
 
 
+class WallClock(object):
+    """The time module as camera.py sees it, with a wall clock that can be set (an NTP step,
+    `date -s`): only time.time() moves."""
+
+    def __init__(self):
+        self.offset = 0.0
+
+    def time(self):
+        return time.time() + self.offset
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+@pytest.mark.parametrize("step", [-3600.0, 3600.0])
+def test_a_wall_clock_set_back_or_ahead_does_not_stop_the_stream(red_square_model, monkeypatch, step):
+    """Frames are paced and detectors scheduled on the monotonic clock: with the wall clock
+    stepped an hour mid-stream (a Jetson without a clock battery gets its time from the
+    network after it boots), frames flow on, two in flight, and the pipeline stays healthy."""
+    import camera as camera_module
+    clock = WallClock()
+    monkeypatch.setattr(camera_module, "time", clock)
+    detector = Detector(red_square_model, backend="onnxruntime", frames_in_flight=2)
+    camera = Camera(open_source("test://?fps=30"), detector, idle_stop=60).start()
+    release = camera.join_viewer()
+    try:
+        assert wait_until(lambda: camera.counters["frames_published"] > 10, 10)
+        clock.offset = step
+        published = camera.counters["frames_published"]
+        assert wait_until(lambda: camera.counters["frames_published"] > published + 30, 5)
+        assert camera.stats()["state"] == "streaming" and camera.stats()["fps"] > 10 and camera.healthy()
+        release()
+        assert wait_until(lambda: camera.stats()["state"] == "idle", 1) is False  # not idle an hour early
+    finally:
+        camera.stop()
+
+
 def test_viewers_get_a_status_frame_when_the_source_dies(red_square_model):
     detector = Detector(red_square_model, backend="onnxruntime")
     camera = Camera(open_source("test://?fps=30&die_after=10"), detector).start()
