@@ -861,8 +861,9 @@ def write_production_configs(args, run_dir, nginx):
                .format(nginx_listen(args.host, args.tls_port, " ssl http2"), os.path.abspath(args.tls_cert),
                        os.path.abspath(args.tls_key)))
     listen = nginx_listen(args.host, args.port)
+    threads = args.max_viewers + 16 if args.max_viewers else 256
     values = {
-        "APP_DIR": APP_DIR, "RUN_DIR": run_dir, "THREADS": args.max_viewers + 16 if args.max_viewers else 256,
+        "APP_DIR": APP_DIR, "RUN_DIR": run_dir, "THREADS": threads, "WORKER_CONNECTIONS": max(1024, 2 * threads + 64),
         "SOCKET_OWNER": owner, "STATS_PORT": args.stats_port, "USER_LINE": user_line,
         "LISTEN": listen, "TLS_SERVER": tls, "MAX_BODY": "{}k".format(int(args.max_upload_mb * 1024) + 1024),
         "TOO_LARGE_JSON": json.dumps({"error": upload_too_large(args.max_upload_mb)}),

@@ -279,6 +279,20 @@ def test_a_certificate_that_is_none_is_named_before_anything_starts(red_square_m
     assert "starting uWSGI" not in result.stderr
 
 
+def test_nginx_has_two_connections_for_every_uwsgi_thread(tmp_path):
+    """A viewer takes two of nginx's connections (its browser's and uWSGI's): with
+    --max-viewers 600, a fixed 1,024 would have run out at about 500 viewers."""
+    import re
+    import app
+    args = app.build_parser().parse_args(["serve", "--production", "--max-viewers", "600"])
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    app.write_production_configs(args, str(tmp_path), nginx)
+    threads = int(re.search(r"^threads = (\d+)$", (tmp_path / "uwsgi.ini").read_text(), re.M).group(1))
+    connections = int(re.search(r"worker_connections (\d+);", (tmp_path / "nginx.conf").read_text()).group(1))
+    assert threads == 616 and connections >= 2 * threads
+    app.check_nginx_config(nginx, str(tmp_path))  # and nginx takes it
+
+
 def processes_mentioning(text):
     found = []
     for pid in os.listdir("/proc"):
