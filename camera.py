@@ -361,9 +361,11 @@ def without_secrets(uri):
     if ":" in userinfo:
         netloc = userinfo.split(":", 1)[0] + ":***" + at + host
     if query:
-        names = [item.split("=", 1)[0] for item in query.split("&")]
-        query = "&".join(name + "=***" if "=" in item and SECRET_NAME.search(name) else item
-                         for name, item in zip(names, query.split("&")))
+        items = []
+        for item in query.split("&"):
+            name, has_value, _ = item.partition("=")
+            items.append(name + "=***" if has_value and SECRET_NAME.search(name) else item)
+        query = "&".join(items)
     if (netloc, query) == (parts.netloc, parts.query):
         return uri
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
@@ -496,7 +498,7 @@ class Frame(object):
         self.width, self.height = width, height
         self.inference_ms = inference_ms
         self.captured_at = captured_at
-        self.published_at = time.monotonic()  # for spans only: the wall clock can jump
+        self.published_at = time.monotonic()
         self.status = status  # None for a live frame, else why this is a placeholder
         self.part = (b"Content-Type: image/jpeg\r\nContent-Length: " + str(len(jpeg)).encode()
                      + b"\r\nX-Frame-Seq: " + str(seq).encode()
@@ -593,7 +595,7 @@ class Camera(object):
         self.timings = {"inference_ms": 0.0, "wait_ms": 0.0, "render_ms": 0.0, "latency_ms": 0.0}
         self.viewers = 0
         self.last_activity = time.monotonic()
-        self.last_capture_at = 0.0  # time.monotonic()
+        self.last_capture_at = 0.0  # on time.monotonic(), as every span here: the wall clock can jump
         self.last_live_frame = None
         self._rate = MovingRate()
         self._lock = threading.Lock()
@@ -765,8 +767,8 @@ class Camera(object):
                         ended = True
                         break
                     failures = 0
-                    captured_at = time.time()  # the frame's stamp, for viewers; spans are measured
-                    self.last_capture_at = now = time.monotonic()  # on the clock that never jumps
+                    captured_at = time.time()  # the frame's stamp, for viewers
+                    self.last_capture_at = now = time.monotonic()
                     if previous is not None:
                         interval += (now - previous - interval) * (0.1 if interval else 1.0)
                     previous = now
