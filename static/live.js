@@ -93,6 +93,7 @@
   document.addEventListener("visibilitychange", function () {
     if (document.hidden) { img.removeAttribute("src"); } else { reopenStream(); }
   });
+  if (document.hidden) { img.removeAttribute("src"); }  // opened in a background tab
 
   function poll() {
     if (document.hidden) {  // nobody sees it; and /api/detections would keep --idle-stop from pausing

@@ -470,6 +470,20 @@ def test_hidden_page_lets_the_stream_go(red_square_model):
         page.wait_for_function("document.getElementById('state').textContent === 'streaming'", timeout=10000)
 
 
+def test_a_page_opened_in_a_background_tab_streams_once_shown(server):
+    from browser import chromium_page
+    assert wait_for_viewers(server, 0, 10) == 0
+    with chromium_page() as page:
+        page.add_init_script('Object.defineProperty(document, "hidden", {value: true, configurable: true});')
+        page.goto("http://127.0.0.1:{}/".format(server.port))
+        assert wait_for_viewers(server, 0, 10) == 0
+        time.sleep(2)
+        assert server.stats()["viewers"] == 0
+        page.evaluate(SET_PAGE_HIDDEN, False)
+        assert wait_for_viewers(server, 1, 10) == 1
+        page.wait_for_function("document.getElementById('stream').naturalWidth > 0", timeout=15000)
+
+
 def test_page_reopens_the_stream_after_a_server_restart(red_square_model):
     from browser import chromium_page
     command = ("serve", "--source", "test://", "--model", red_square_model)
