@@ -919,6 +919,12 @@ def serve_production(args):
     listeners = [(args.host, args.port, "--port"), ("127.0.0.1", args.stats_port, "--stats-port")]
     if args.tls_cert:
         listeners.append((args.host, args.tls_port, "--tls-port"))
+    options_by_port = collections.defaultdict(list)
+    for _, number, option in listeners:
+        options_by_port[number].append(option)
+    for number, options in sorted(options_by_port.items()):
+        if len(options) > 1:
+            raise ServerSetupError("{} are the same port ({}); give each its own".format(" and ".join(options), number))
     for host, number, option in listeners:
         require_free_port(host, number, option)
     resolve_model(args.model)  # download here, in the foreground, with its progress bar

@@ -293,6 +293,16 @@ def test_nginx_has_two_connections_for_every_uwsgi_thread(tmp_path):
     app.check_nginx_config(nginx, str(tmp_path))  # and nginx takes it
 
 
+def test_one_port_for_two_listeners_is_named_before_anything_starts(red_square_model):
+    port = str(free_port())
+    result = run_app("serve", "--production", "--model", red_square_model, "--source", "test://",
+                     "--port", port, "--stats-port", port)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "error: --port and --stats-port are the same port ({}); give each its own".format(port) \
+        in result.stderr
+    assert "starting uWSGI" not in result.stderr
+
+
 def processes_mentioning(text):
     found = []
     for pid in os.listdir("/proc"):
