@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 import data_processing
-from get_engine import ModelError, create_engine
+from get_engine import ModelError, create_engine, file_sha256
 
 log = logging.getLogger("streamdetect.model")
 
@@ -159,10 +159,15 @@ def resolve_model(model):
     if model in NAMED_MODELS:
         spec = NAMED_MODELS[model]
         path = os.path.join(cache_dir("models"), spec.filename)
-        if os.path.isfile(path) and os.path.getsize(path) == spec.size:
-            return path
         url = os.environ.get("STREAMDETECT_MODEL_URL") or spec.url
-        if os.path.isfile(path):
+        if os.path.isfile(path) and os.path.getsize(path) == spec.size:
+            # checked at every start (a fraction of a second): an SD card's bit rot would
+            # otherwise give wrong detections, or a corrupt-model error, for good
+            if file_sha256(path) == spec.sha256:
+                return path
+            log.warning("model file %s is damaged (its SHA-256 is not the model's); downloading it again "
+                        "from %s", path, url)
+        elif os.path.isfile(path):
             log.warning("model file %s is incomplete (%d of %d bytes); downloading it again from %s",
                         path, os.path.getsize(path), spec.size, url)
         else:

@@ -188,6 +188,19 @@ def test_an_incomplete_cached_model_is_downloaded_again(server, tmp_path, monkey
     assert "is incomplete (10 of {} bytes); downloading it again".format(len(PAYLOAD)) in caplog.text
 
 
+def test_a_damaged_cached_model_is_downloaded_again(server, tmp_path, monkeypatch, caplog):
+    """A cached model of the right size whose bytes have changed (an SD card's bit rot)."""
+    spec = yolo_tool.NamedModel("fake.onnx", server + "/good", PAYLOAD_SHA, len(PAYLOAD),
+                                yolo_tool.VOC_LABELS, yolo_tool.VOC_ANCHORS, 1.0)
+    monkeypatch.setitem(yolo_tool.NAMED_MODELS, "fake", spec)
+    monkeypatch.setenv("STREAMDETECT_HOME", str(tmp_path))
+    cached = tmp_path / "models" / "fake.onnx"
+    cached.parent.mkdir()
+    cached.write_bytes(bytes([PAYLOAD[0] ^ 1]) + PAYLOAD[1:])  # one bit flipped
+    assert resolve_model("fake") == str(cached) and cached.read_bytes() == PAYLOAD
+    assert "is damaged (its SHA-256 is not the model's); downloading it again" in caplog.text
+
+
 def test_a_precision_the_backend_has_not_is_said(red_square_model, caplog):
     """--precision fp16 under --backend auto on a machine without TensorRT would otherwise
     be dropped without a word."""
