@@ -431,6 +431,7 @@ def test_token_protects_everything_but_healthz(red_square_model):
 def test_chromium_shows_the_stream(server):
     from browser import chromium_page
     with chromium_page() as page:
+        logged_before = len(server.log(last=None))
         page.goto("http://127.0.0.1:{}/".format(server.port))
         page.wait_for_function("document.getElementById('stream').naturalWidth > 0", timeout=15000)
         assert page.evaluate("document.getElementById('stream').naturalWidth") == 640
@@ -439,6 +440,9 @@ def test_chromium_shows_the_stream(server):
         in_flight = get_json(server.port, "/api/stats")[1]["frames_in_flight"]
         shown = page.inner_text("#inference")
         assert shown.endswith(" ms" if in_flight == 1 else " ms · {} frames at once".format(in_flight)), shown
+        # nothing the page or the browser asks for is missing (each 404 would be a line in the log):
+        # the browser's icon request, a /favicon.ico without the page's own
+        assert " 404 " not in server.log(last=None)[logged_before:]
 
 
 SET_PAGE_HIDDEN = """hidden => {
