@@ -526,8 +526,14 @@ def create_app(settings=None, start=False):
         paused = camera.state == "idle"
         camera.touch()
         frame = camera.latest_frame()
-        if paused:
-            frame = camera.wait_frame(frame.seq if frame is not None else 0, WAKE_SECONDS) or frame
+        if paused:  # frames captured just before the pause may still be on their way: not those
+            woke_at, deadline = time.time(), time.monotonic() + WAKE_SECONDS
+            while frame is None or frame.captured_at < woke_at:
+                remaining = deadline - time.monotonic()
+                newer = camera.wait_frame(frame.seq if frame is not None else 0, remaining) if remaining > 0 else None
+                if newer is None:
+                    break
+                frame = newer
         return frame
 
     def viewer_fps():

@@ -1,7 +1,6 @@
 """The streaming server as clients see it: `python app.py serve` on loopback,
 a test:// source and the red-square model, real HTTP clients."""
 import http.client
-import json
 import threading
 import time
 
@@ -343,17 +342,33 @@ def test_sigterm_stops_the_development_server_as_ctrl_c_does(red_square_model):
 
 def test_a_snapshot_of_a_paused_pipeline_is_taken_after_waking_it(red_square_model):
     """--idle-stop paused the pipeline: /snapshot.jpg and /api/detections wake it and answer
-    with its first new frame, not the picture from before the pause."""
-    with Server("serve", "--source", "test://", "--model", red_square_model, "--idle-stop", "1") as server:
-        for path in ("/snapshot.jpg", "/api/detections"):
-            assert wait_until(lambda: server.stats()["state"] == "idle", 10)
+    with its first frame captured since - not the picture from before the pause, nor a frame
+    captured just before it and still on its way (in-process, with inference slowed to 0.3 s
+    by a stand-in, so that frames are on their way when the pause begins)."""
+    import app as app_module
+    settings = app_module.build_parser().parse_args(["serve", "--source", "test://", "--model", red_square_model,
+                                                     "--idle-stop", "0.5"])
+    app = app_module.create_app(settings, start=True)
+    camera = app.extensions["streamdetect"].get()
+    run = camera.detector.run
+
+    def slow_run(blob):
+        time.sleep(0.3)
+        return run(blob)
+    camera.detector.run = slow_run
+    client = app.test_client()
+    try:
+        for path in ("/snapshot.jpg", "/api/detections") * 2:
+            assert wait_until(lambda: camera.stats()["state"] == "idle", 10)
             asked_at = time.time()
-            status, headers, body = get(server.port, path)
+            response = client.get(path)
             if path == "/snapshot.jpg":
-                captured_at = float(headers["X-Captured-At"])
+                captured_at = float(response.headers["X-Captured-At"])
             else:
-                captured_at = json.loads(body.decode())["captured_at"]
-            assert status == 200 and captured_at > asked_at
+                captured_at = response.get_json()["captured_at"]
+            assert response.status_code == 200 and captured_at > asked_at, path
+    finally:
+        app.extensions["streamdetect"].stop()
 
 
 def test_a_frozen_viewer_is_let_go_after_the_client_timeout(red_square_model):
