@@ -738,16 +738,18 @@ def settings_from_env():
 
 ANSWERED_POLL = re.compile(r'"GET /(api/stats|api/detections|healthz)[?\s][^"]*" [23]\d\d ')
 TERMINAL_STYLE = re.compile(r"\x1b\[[0-9;]*m")
+TOKEN_IN_URL = re.compile(r"([?&]token=)[^&\s\"]*")
 
 
 def plain_request_log(record):
     """The development server's request log as nginx's in production: without the answered
-    polls of the live page (two a second per open page) and of health checks, and without
-    the terminal colours Werkzeug adds even into files and the journal."""
-    message = record.getMessage()
+    polls of the live page (two a second per open page) and of health checks, without the
+    access token of a URL, and without the terminal colours Werkzeug adds even into files
+    and the journal."""
+    message = TOKEN_IN_URL.sub(r"\1***", record.getMessage())
     if not sys.stderr.isatty():
         message = TERMINAL_STYLE.sub("", message)
-        record.msg, record.args = message, ()
+    record.msg, record.args = message, ()
     return not ANSWERED_POLL.search(message)
 
 

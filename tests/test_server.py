@@ -164,13 +164,13 @@ def test_the_log_keeps_every_request_but_the_pages_polls(server):
     for path in ("/api/stats", "/api/detections", "/healthz") * 3:
         assert get(server.port, path)[0] == 200
     assert get(server.port, "/api/stats", method="POST")[0] == 405
-    get(server.port, "/upload?to=polls-test")
-    assert wait_until(lambda: '"GET /upload?to=polls-test' in server.log(), 5)
+    get(server.port, "/upload?to=polls-test&token=s3cret")  # an access token is not logged
+    assert wait_until(lambda: '"GET /upload?to=polls-test&token=*** ' in server.log(), 5)
     since = server.log(last=None).split('"GET /upload?from=polls-test', 1)[1]
     requests = [line.split('"')[1] for line in since.splitlines() if line.count('"') >= 2]
     assert "POST /api/stats HTTP/1.1" in requests
     assert not [request for request in requests if request.startswith("GET /api/") or "/healthz" in request]
-    assert "\x1b" not in server.log(last=None)
+    assert "\x1b" not in server.log(last=None) and "s3cret" not in server.log(last=None)
 
 
 def test_uploads_good_and_bad(server):
