@@ -4,6 +4,7 @@ An engine loads one ONNX model, runs a batch of one and says what it is. Each
 backend imports its library only when it is chosen, so a machine with only
 OpenCV, or without a GPU, never touches the others.
 """
+import functools
 import hashlib
 import logging
 import os
@@ -180,6 +181,14 @@ PRECISIONS = ("auto", "fp32", "fp16", "int8")
 
 
 def file_sha256(path):
+    """The file's SHA-256, read once per version of the file: a named model's is checked when
+    it is resolved, and the TensorRT engine's cache key needs it again."""
+    status = os.stat(path)
+    return _sha256_of(os.path.abspath(path), status.st_size, status.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _sha256_of(path, size, mtime_ns):
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
