@@ -257,6 +257,22 @@ def frozen_viewer(port, path="/video_feed"):
     return sock
 
 
+def requests_logged_around_polls(server):
+    """Load a page, then ask what a live page polls and a health check asks (answered), one
+    failing poll, and load a page again with an access token: the server's whole log, and
+    the requests ("METHOD PATH PROTOCOL") logged from the first page load on."""
+    get(server.port, "/upload?from=polls-test")
+    for path in ("/api/stats", "/api/detections", "/healthz") * 3:
+        assert get(server.port, path)[0] == 200
+    assert get(server.port, "/api/stats", method="POST")[0] == 405
+    get(server.port, "/upload?to=polls-test&token=s3cret")  # an access token is not logged
+    assert wait_until(lambda: '"GET /upload?to=polls-test&token=*** ' in server.log(), 5)
+    log = server.log(last=None)
+    assert '"GET /upload?from=polls-test' in log, "the first page load's line was overwritten"
+    since = log.split('"GET /upload?from=polls-test', 1)[1]
+    return log, [line.split('"')[1] for line in since.splitlines() if line.count('"') >= 2]
+
+
 def wait_for_viewers(server, count, seconds):
     """The server's viewer count once it is `count`, or after `seconds`."""
     deadline = time.time() + seconds

@@ -176,27 +176,28 @@ def test_named_model_downloads_once_into_the_cache(server, tmp_path, monkeypatch
     assert resolve_model("fake") == path  # cached: no second download
 
 
-def test_an_incomplete_cached_model_is_downloaded_again(server, tmp_path, monkeypatch, caplog):
+def cached_fake_model(server, tmp_path, monkeypatch, content):
+    """The named model "fake", served by `server`, with `content` already in its cache file."""
     spec = yolo_tool.NamedModel("fake.onnx", server + "/good", PAYLOAD_SHA, len(PAYLOAD),
                                 yolo_tool.VOC_LABELS, yolo_tool.VOC_ANCHORS, 1.0)
     monkeypatch.setitem(yolo_tool.NAMED_MODELS, "fake", spec)
     monkeypatch.setenv("STREAMDETECT_HOME", str(tmp_path))
     cached = tmp_path / "models" / "fake.onnx"
     cached.parent.mkdir()
-    cached.write_bytes(PAYLOAD[:10])  # what a copy cut short by a full disk would leave
+    cached.write_bytes(content)
+    return cached
+
+
+def test_an_incomplete_cached_model_is_downloaded_again(server, tmp_path, monkeypatch, caplog):
+    cached = cached_fake_model(server, tmp_path, monkeypatch,
+                               PAYLOAD[:10])  # what a copy cut short by a full disk would leave
     assert resolve_model("fake") == str(cached) and cached.read_bytes() == PAYLOAD
     assert "is incomplete (10 of {} bytes); downloading it again".format(len(PAYLOAD)) in caplog.text
 
 
 def test_a_damaged_cached_model_is_downloaded_again(server, tmp_path, monkeypatch, caplog):
     """A cached model of the right size whose bytes have changed (an SD card's bit rot)."""
-    spec = yolo_tool.NamedModel("fake.onnx", server + "/good", PAYLOAD_SHA, len(PAYLOAD),
-                                yolo_tool.VOC_LABELS, yolo_tool.VOC_ANCHORS, 1.0)
-    monkeypatch.setitem(yolo_tool.NAMED_MODELS, "fake", spec)
-    monkeypatch.setenv("STREAMDETECT_HOME", str(tmp_path))
-    cached = tmp_path / "models" / "fake.onnx"
-    cached.parent.mkdir()
-    cached.write_bytes(bytes([PAYLOAD[0] ^ 1]) + PAYLOAD[1:])  # one bit flipped
+    cached = cached_fake_model(server, tmp_path, monkeypatch, bytes([PAYLOAD[0] ^ 1]) + PAYLOAD[1:])  # a bit flipped
     assert resolve_model("fake") == str(cached) and cached.read_bytes() == PAYLOAD
     assert "is damaged (its SHA-256 is not the model's); downloading it again" in caplog.text
 

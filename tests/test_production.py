@@ -14,7 +14,8 @@ import time
 import pytest
 
 from streaming import HAS_PRODUCTION_STACK, ROOT, Server, Viewer, free_port, frozen_viewer, get, get_json, \
-    read_events, red_square_scene, run_app, taken_port, wait_for_viewers, wait_until, watch
+    read_events, red_square_scene, requests_logged_around_polls, run_app, taken_port, wait_for_viewers, wait_until, \
+    watch
 
 pytestmark = pytest.mark.skipif(not HAS_PRODUCTION_STACK,
                                 reason="needs uwsgi (pip) and nginx (apt-get install nginx)")
@@ -107,16 +108,7 @@ def test_the_log_keeps_every_request_but_the_pages_polls(stack):
     """A live page asks two API routes every second: their answers would fill a device's
     disk with log lines. Other requests, and failures of those, are logged - and kept in a
     log file opened without appending, as the server's is here (and by `> server.log`)."""
-    get(stack.port, "/upload?from=polls-test")
-    for path in ("/api/stats", "/api/detections", "/healthz") * 3:
-        assert get(stack.port, path)[0] == 200
-    assert get(stack.port, "/api/stats", method="POST")[0] == 405
-    get(stack.port, "/upload?to=polls-test&token=s3cret")  # an access token is not logged
-    assert wait_until(lambda: '"GET /upload?to=polls-test&token=*** ' in stack.log(), 5)
-    log = stack.log(last=None)
-    assert '"GET /upload?from=polls-test' in log, "nginx's line was overwritten"
-    since = log.split('"GET /upload?from=polls-test', 1)[1]
-    requests = [line.split('"')[1] for line in since.splitlines() if line.count('"') >= 2]
+    log, requests = requests_logged_around_polls(stack)  # fails if nginx's first line was overwritten
     assert "POST /api/stats HTTP/1.1" in requests
     assert not [request for request in requests if request.startswith("GET /api/") or "/healthz" in request]
     assert "s3cret" not in log

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from streaming import (Server, Viewer, frozen_viewer, get, get_json, read_events, red_square_scene, wait_for_viewers,
-                       wait_until, watch)
+from streaming import (Server, Viewer, frozen_viewer, get, get_json, read_events, red_square_scene,
+                       requests_logged_around_polls, wait_for_viewers, wait_until, watch)
 
 FPS = 20
 
@@ -160,17 +160,10 @@ def multipart(field, filename, data):
 def test_the_log_keeps_every_request_but_the_pages_polls(server):
     """As nginx's in production: the live page's two API polls a second, and health checks, are
     logged only when they fail; and plain text in a file, without terminal colours."""
-    get(server.port, "/upload?from=polls-test")
-    for path in ("/api/stats", "/api/detections", "/healthz") * 3:
-        assert get(server.port, path)[0] == 200
-    assert get(server.port, "/api/stats", method="POST")[0] == 405
-    get(server.port, "/upload?to=polls-test&token=s3cret")  # an access token is not logged
-    assert wait_until(lambda: '"GET /upload?to=polls-test&token=*** ' in server.log(), 5)
-    since = server.log(last=None).split('"GET /upload?from=polls-test', 1)[1]
-    requests = [line.split('"')[1] for line in since.splitlines() if line.count('"') >= 2]
+    log, requests = requests_logged_around_polls(server)
     assert "POST /api/stats HTTP/1.1" in requests
     assert not [request for request in requests if request.startswith("GET /api/") or "/healthz" in request]
-    assert "\x1b" not in server.log(last=None) and "s3cret" not in server.log(last=None)
+    assert "\x1b" not in log and "s3cret" not in log
 
 
 def test_uploads_good_and_bad(server):
