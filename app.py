@@ -486,8 +486,12 @@ def create_app(settings=None, start=False):
         # form would consume it.
         if request.mimetype == "multipart/form-data":
             upload = request.files.get("image")
+            if upload is None and len(request.files) == 1:  # -F file=@photo.jpg: the one file sent
+                upload = next(iter(request.files.values()))
             if upload is None:
-                raise HttpError(400, "the multipart upload has no field 'image'")
+                raise HttpError(400, "the multipart upload has no field 'image'{}".format(
+                    " (it has {}); send the picture as 'image'".format(", ".join(
+                        "'{}'".format(name) for name in request.files)) if request.files else ""))
             return upload.filename or "upload", upload.read(), thresholds
         return "upload", read_body(request.stream, app.config["MAX_CONTENT_LENGTH"]), thresholds
 

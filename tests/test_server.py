@@ -149,11 +149,16 @@ def png_bytes(width, height):
     return cv2.imencode(".png", np.zeros((height, width, 3), np.uint8))[1].tobytes()
 
 
-def multipart(field, filename, data):
+def multipart(field, filename, data, *more):
+    """A multipart/form-data body and its headers: files as (field, filename, data), in threes."""
     boundary = "testboundary"
-    body = ("--{b}\r\nContent-Disposition: form-data; name=\"{f}\"; filename=\"{n}\"\r\n"
-            "Content-Type: application/octet-stream\r\n\r\n").format(b=boundary, f=field, n=filename).encode()
-    body += data + "\r\n--{}--\r\n".format(boundary).encode()
+    files = (field, filename, data) + more
+    body = b""
+    for field, filename, data in zip(files[::3], files[1::3], files[2::3]):
+        body += ("--{b}\r\nContent-Disposition: form-data; name=\"{f}\"; filename=\"{n}\"\r\n"
+                 "Content-Type: application/octet-stream\r\n\r\n").format(b=boundary, f=field, n=filename).encode()
+        body += data + b"\r\n"
+    body += "--{}--\r\n".format(boundary).encode()
     return body, {"Content-Type": "multipart/form-data; boundary=" + boundary}
 
 
@@ -194,9 +199,13 @@ def test_uploads_good_and_bad(server):
         status, record = get_json(server.port, "/api/detect", method="POST", body=data,
                                   headers={"Content-Type": "application/octet-stream"})
         assert status == want_status and want_text in record["error"], (want_status, record)
-    body, headers = multipart("photo", "x.jpg", jpeg)
+    body, headers = multipart("photo", "x.jpg", jpeg)  # the one file sent, under another name
     status, record = get_json(server.port, "/api/detect", method="POST", body=body, headers=headers)
-    assert status == 400 and "'image'" in record["error"]
+    assert status == 200 and record["image"] == "x.jpg" and record["detections"]
+    body, headers = multipart("left", "l.jpg", jpeg, "right", "r.jpg", jpeg)
+    status, record = get_json(server.port, "/api/detect", method="POST", body=body, headers=headers)
+    assert status == 400 and record["error"] == ("the multipart upload has no field 'image' (it has 'left', "
+                                                 "'right'); send the picture as 'image'")
     status, _, page = get(server.port, "/upload", method="POST", body=multipart("image", "a.txt", b"text")[0],
                           headers=multipart("image", "a.txt", b"text")[1])
     assert status == 400 and b"not an image" in page
