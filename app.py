@@ -524,6 +524,14 @@ def create_app(settings=None, start=False):
                     raise HttpError(400, "{}={} is not a number from 0 to 1".format(name, text))
         return thresholds
 
+    def annotated_answer_asked():
+        """?annotate=1: the annotated JPEG rather than JSON."""
+        text = request.args.get("annotate", "0")
+        if text.lower() not in ("0", "1", "true", "false", "yes", "no"):
+            raise HttpError(400, "annotate={} is not 1, true or yes (the annotated JPEG) nor 0, false or no "
+                                 "(JSON)".format(text))
+        return text.lower() in ("1", "true", "yes")
+
     def current_frame(camera):
         """The latest frame for one who asks now: while --idle-stop has the pipeline paused,
         the first one captured after waking it (within WAKE_SECONDS), not one from before."""
@@ -601,10 +609,11 @@ def create_app(settings=None, start=False):
 
     @app.route("/api/detect", methods=["POST"])
     def api_detect():
+        annotated = annotated_answer_asked()
         received = received_upload()
         with upload_place():
             frame, detections, record, camera = detect_upload(*received)
-            if request.args.get("annotate") in ("1", "true", "yes"):
+            if annotated:
                 draw_detections(frame, detections, camera.detector.colors)
                 return Response(encode_opencv(frame, 90), mimetype="image/jpeg")
             return jsonify(record)

@@ -188,6 +188,10 @@ def test_uploads_good_and_bad(server):
     status, headers, body = get(server.port, "/api/detect?annotate=1", method="POST", body=jpeg)
     assert status == 200 and headers["Content-Type"] == "image/jpeg"
     assert cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).shape == (240, 320, 3)
+    assert get(server.port, "/api/detect?annotate=True", method="POST", body=jpeg)[1]["Content-Type"] == "image/jpeg"
+    assert get_json(server.port, "/api/detect?annotate=no", method="POST", body=jpeg)[1]["detections"]
+    assert get_json(server.port, "/api/detect?annotate=jpeg", method="POST", body=jpeg) == (400, {
+        "error": "annotate=jpeg is not 1, true or yes (the annotated JPEG) nor 0, false or no (JSON)"})
 
     bad = [
         (b"this is not an image", 400, "not an image"),
