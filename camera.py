@@ -570,7 +570,8 @@ class Camera(object):
     """One source, one detector, one pipeline; any number of viewers.
 
     States: starting, streaming, reconnecting, idle (paused for lack of
-    viewers), ended (a file without --loop), stopped.
+    viewers, or a file waiting for its first), ended (a file without --loop),
+    stopped.
     """
 
     RESTART_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -594,6 +595,8 @@ class Camera(object):
         # moving averages, milliseconds: where a frame's time goes between capture and viewers
         self.timings = {"inference_ms": 0.0, "wait_ms": 0.0, "render_ms": 0.0, "latency_ms": 0.0}
         self.viewers = 0
+        self.viewers_joined = 0  # ever: a file that has ended plays again for the next one
+        self.wanted = False  # whether anyone has asked for frames yet: a file waits for that
         self.last_activity = time.monotonic()
         self.last_capture_at = 0.0  # on time.monotonic(), as every span here: the wall clock can jump
         self.last_live_frame = None
@@ -657,6 +660,7 @@ class Camera(object):
                 raise TooManyViewers("{} viewers are watching, the limit set by --max-viewers; try "
                                      "again later".format(self.viewers))
             self.viewers += 1
+            self.viewers_joined += 1
         self.touch()
         released = []
 
@@ -671,6 +675,7 @@ class Camera(object):
     def touch(self):
         """Note that someone wants frames; wakes an idle pipeline."""
         self.last_activity = time.monotonic()
+        self.wanted = True
         self._wake.set()
 
     def wait_frame(self, after_seq, timeout):
@@ -732,7 +737,30 @@ class Camera(object):
 
     # threads
     def _idle(self):
-        return bool(self.idle_stop) and self.viewers == 0 and time.monotonic() - self.last_activity > self.idle_stop
+        """Whether capture is to pause: a file that no one has asked for yet (a short clip would be
+        over before a browser opened it), or --idle-stop's time has passed without viewers."""
+        if self.viewers:
+            return False
+        if not self.source.live and not self.wanted:
+            return True
+        return bool(self.idle_stop) and time.monotonic() - self.last_activity > self.idle_stop
+
+    def _pause_while_idle(self):
+        """Wait until someone wants frames (re-checked each second)."""
+        self._wake.clear()  # before the check: a viewer who comes meanwhile is not missed
+        if not self._idle():
+            return
+        self._set_state("idle", "waiting for a viewer to play {}".format(self.source.uri) if not self.wanted
+                        else "no viewers for {:.0f} s (--idle-stop)".format(self.idle_stop))
+        self._wake.wait(1.0)
+
+    def _wait_for_a_new_viewer(self):
+        """After a file has ended: wait until a viewer joins, who sees it played again."""
+        joined = self.viewers_joined
+        while not self._stop.is_set() and self.viewers_joined == joined:
+            self._wake.clear()
+            if self.viewers_joined == joined:
+                self._wake.wait(1.0)
 
     def _capture_loop(self):
         # One detector: preparing the next frame here overlaps with its inference. Several:
@@ -742,9 +770,7 @@ class Camera(object):
         failures = 0
         while not self._stop.is_set():
             if self._idle():
-                self._set_state("idle", "no viewers for {:.0f} s (--idle-stop)".format(self.idle_stop))
-                self._wake.clear()
-                self._wake.wait(1.0)
+                self._pause_while_idle()
                 continue
             try:
                 self.source.open()
@@ -762,7 +788,15 @@ class Camera(object):
             ended = False
             interval, previous = 0.0, None  # the source's time between frames, a moving average
             try:
-                while not self._stop.is_set() and not self._idle():
+                while not self._stop.is_set():
+                    if self._idle():
+                        if self.source.live:
+                            break  # closed meanwhile, reopened when wanted
+                        self._pause_while_idle()  # a file keeps its place
+                        if not self._idle():
+                            self._set_state("streaming", "")
+                            previous = None  # the pause is no interval between frames
+                        continue
                     if not self.source.grab():
                         ended = True
                         break
@@ -790,9 +824,11 @@ class Camera(object):
                 self.source.close()
             if ended and not self._stop.is_set():
                 if not self.source.live:
-                    self._set_state("ended", "{} has ended; use --loop to repeat it".format(self.source.uri))
-                    self._publish_status("ended")
-                    return  # viewers keep the last picture, marked ENDED
+                    self._set_state("ended", "{} has ended; it plays again for the next viewer who joins "
+                                             "(--loop repeats it)".format(self.source.uri))
+                    self._publish_status("ended")  # viewers keep the last picture, marked ENDED
+                    self._wait_for_a_new_viewer()
+                    continue
                 failures += 1
                 self._source_down("{} stopped delivering frames".format(self.source.uri), failures)
 

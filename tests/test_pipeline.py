@@ -274,6 +274,42 @@ class WallClock(object):
         return getattr(time, name)
 
 
+def write_clip(path, frames, fps):
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), fps, (160, 120))
+    for index in range(frames):
+        writer.write(np.full((120, 160, 3), index, np.uint8))
+    writer.release()
+
+
+def test_a_file_plays_for_its_viewers(tmp_path, red_square_model):
+    """A clip does not play out before anyone opens the page: it waits for its first viewer,
+    pauses in place under --idle-stop, and plays again for a viewer who joins after its end."""
+    path = str(tmp_path / "clip.avi")
+    write_clip(path, 40, 20)
+    camera = Camera(open_source(path), Detector(red_square_model, backend="onnxruntime"), idle_stop=0.3).start()
+    try:
+        time.sleep(1.0)
+        assert camera.stats()["frames_captured"] == 0 and camera.state == "idle" and camera.healthy()
+        assert camera.last_error == "waiting for a viewer to play " + path
+        release = camera.join_viewer()
+        assert wait_until(lambda: camera.stats()["frames_captured"] >= 10, 5)
+        release()
+        assert wait_until(lambda: camera.state == "idle", 5)
+        paused_at = camera.stats()["frames_captured"]
+        time.sleep(0.5)
+        assert camera.stats()["frames_captured"] == paused_at < 40
+        camera.join_viewer()
+        assert wait_until(lambda: camera.state == "ended", 5)
+        assert camera.stats()["frames_captured"] == 40  # on from its place, not from the start
+        time.sleep(0.5)
+        assert camera.stats()["frames_captured"] == 40 and camera.latest_frame().status == "ended"
+        camera.join_viewer()
+        assert wait_until(lambda: camera.stats()["frames_captured"] > 40, 5)
+        assert wait_until(lambda: camera.state == "ended", 5) and camera.stats()["frames_captured"] == 80
+    finally:
+        camera.stop()
+
+
 @pytest.mark.parametrize("step", [-3600.0, 3600.0])
 def test_a_wall_clock_set_back_or_ahead_does_not_stop_the_stream(red_square_model, monkeypatch, step):
     """Frames are paced and detectors scheduled on the monotonic clock: with the wall clock
@@ -326,6 +362,7 @@ def test_a_file_that_ends_is_marked_ended_after_its_last_frames(tmp_path, tiny_y
     writer.release()
     detector = Detector(tiny_yolov2_model, backend="onnxruntime")  # the real architecture: frames in flight
     camera = Camera(open_source(path), detector).start()
+    camera.join_viewer()
     try:
         assert wait_until(lambda: camera.state == "ended", 10)
         time.sleep(1.0)  # longer than the frames in flight take
