@@ -1175,6 +1175,8 @@ def build_parser():
     compare.add_argument("--json", action="store_true", help="print the report as JSON")
     add_model_options(compare)
     compare.set_defaults(handler=cmd_compare)
+    for command in commands.choices.values():  # whose usage a mistyped option is shown with
+        command.set_defaults(command_parser=command)
     return parser
 
 
@@ -1188,7 +1190,9 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if not any(arg in COMMANDS for arg in argv) and not {"-h", "--help"} & set(argv):
         argv.insert(0, "serve")
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # named by the command's own parser: `python app.py check: error: ...`, its usage
+        args.command_parser.error("unrecognized arguments: " + " ".join(unknown))
     configure_logging(args.log_level)
     try:
         return args.handler(args)

@@ -20,6 +20,13 @@ def test_help_lists_the_commands():
     assert "--out" in detect_help.stdout and "--backend" in detect_help.stdout
 
 
+def test_an_option_a_command_does_not_take_is_named_with_that_command():
+    result = run("check", "--model", "x.onnx")
+    assert result.returncode == 2 and result.stderr.startswith("usage: python app.py check [-h]")
+    assert result.stderr.endswith("python app.py check: error: unrecognized arguments: --model x.onnx\n")
+    assert "python app.py serve: error: unrecognized arguments: --sauce" in run("--sauce", "test://").stderr
+
+
 def test_frames_in_flight_must_be_a_count():
     result = run("serve", "--frames-in-flight", "-1")
     assert result.returncode == 2 and "Traceback" not in result.stderr
