@@ -2,6 +2,7 @@
 the `Detector` (pre-processing -> engine -> decoding) and drawing of results.
 """
 import colorsys
+import contextlib
 import hashlib
 import logging
 import os
@@ -119,7 +120,7 @@ def download(url, dest, sha256, size=None, timeout=30):
     try:
         digest = hashlib.sha256()
         received = 0
-        with os.fdopen(handle, "wb") as out:
+        with _saving(dest, size), os.fdopen(handle, "wb") as out:  # the flush at close, too
             try:
                 response = urlopen(url, timeout=timeout)
                 total = size or int(response.headers.get("Content-Length") or 0)
@@ -128,7 +129,8 @@ def download(url, dest, sha256, size=None, timeout=30):
                     chunk = response.read(1 << 20)
                     if not chunk:
                         break
-                    out.write(chunk)
+                    with _saving(dest, total):
+                        out.write(chunk)
                     digest.update(chunk)
                     received += len(chunk)
                     progress.update(received)
@@ -152,6 +154,17 @@ def download(url, dest, sha256, size=None, timeout=30):
         if os.path.exists(partial):
             os.remove(partial)
     return dest
+
+
+@contextlib.contextmanager
+def _saving(dest, size):
+    """A write error named as one: a full disk is no network failure."""
+    try:
+        yield
+    except OSError as exc:
+        raise ModelError("cannot save {} ({}); it needs {}free space there: make room, or set "
+                         "STREAMDETECT_HOME to a folder that has it".format(
+                             dest, exc.strerror or exc, "{:.1f} MB of ".format(size / 1e6) if size else ""))
 
 
 def resolve_model(model):

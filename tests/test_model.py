@@ -154,6 +154,29 @@ def test_interrupted_download_leaves_nothing(server, tmp_path):
     assert os.listdir(str(tmp_path)) == []
 
 
+def test_a_disk_that_takes_no_more_is_named_not_the_network(server, tmp_path):
+    """A write that fails (here: beyond a file-size limit, as a full disk fails) is no
+    "check the internet connection"; the partial file goes."""
+    import resource
+    import signal
+    import subprocess
+    import sys
+
+    def small_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails rather than the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100000, 100000))
+    dest = str(tmp_path / "model.onnx")
+    result = subprocess.run([sys.executable, "-c", "import sys, yolo_tool; yolo_tool.download(*sys.argv[1:4], "
+                             "size=int(sys.argv[4]))", server + "/good", dest, PAYLOAD_SHA, str(len(PAYLOAD))],
+                            cwd=os.path.dirname(yolo_tool.__file__), preexec_fn=small_files,
+                            stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        "get_engine.ModelError: cannot save {} (File too large); it needs 0.3 MB of free space there: make "
+        "room, or set STREAMDETECT_HOME to a folder that has it".format(dest))
+    assert os.listdir(str(tmp_path)) == []
+
+
 def test_no_network_names_the_url_and_the_alternative(tmp_path):
     url = "http://127.0.0.1:9/tinyyolov2-8.onnx"  # the discard port: nothing listens
     with pytest.raises(ModelError) as error:
