@@ -26,8 +26,8 @@ import warnings
 import cv2
 import numpy as np
 
-from camera import CAPTURE_LIMITS, FLIPS, Camera, SourceError, TooManyViewers, encode_opencv, number_in_range, \
-    open_source, quiet_opencv, resolve_source
+from camera import CAPTURE_LIMITS, FLIPS, IMAGE_EXTENSIONS, Camera, SourceError, TooManyViewers, encode_opencv, \
+    number_in_range, open_source, quiet_opencv, resolve_source
 from get_engine import BACKENDS, PRECISIONS, EngineError, ModelError
 from yolo_tool import DEFAULT_MODEL, NAMED_MODELS, Detector, cache_dir, draw_detections, parse_anchors, \
     read_labels, resolve_model
@@ -192,7 +192,9 @@ def cmd_detect(args):
         frame = cv2.imread(path, cv2.IMREAD_COLOR) if os.path.isfile(path) else None
         if frame is None:
             reason = ("no such file" if not os.path.exists(path) else "a folder, not an image"
-                      if os.path.isdir(path) else "not an image OpenCV can read")
+                      if os.path.isdir(path) else "a video, not an image: stream its detections with "
+                      "`serve --source {}` and read /api/events".format(path) if is_video(path)
+                      else "not an image OpenCV can read")
             print("error: {}: {}".format(path, reason), file=sys.stderr)
             failures += 1
             continue
@@ -206,6 +208,18 @@ def cmd_detect(args):
                 print("error: {}: cannot write {}".format(path, target), file=sys.stderr)
                 failures += 1
     return 1 if failures else 0
+
+
+def is_video(path):
+    """Whether OpenCV reads `path` as a video (whose first frame it can decode); an image's
+    name is not tried (FFmpeg would print its own complaint about a damaged one)."""
+    if path.lower().endswith(IMAGE_EXTENSIONS):
+        return False
+    capture = cv2.VideoCapture(path)
+    try:
+        return capture.isOpened() and capture.read()[0]
+    finally:
+        capture.release()
 
 
 def cmd_fetch_model(args):

@@ -171,8 +171,12 @@ def test_detect_prints_json_and_writes_annotated_images(tmp_path, red_square_mod
     cv2.imwrite(str(good), scene)
     text = tmp_path / "notes.jpg"
     text.write_text("not an image")
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
+    writer.write(scene)
+    writer.release()
     out = tmp_path / "out"
-    result = run("detect", str(good), str(text), str(tmp_path / "missing.jpg"), "--out", str(out),
+    result = run("detect", str(good), str(text), str(tmp_path / "missing.jpg"), str(video), "--out", str(out),
                  "--model", red_square_model, "--backend", "onnxruntime")
     assert result.returncode == 1
     [line] = result.stdout.strip().splitlines()
@@ -188,6 +192,8 @@ def test_detect_prints_json_and_writes_annotated_images(tmp_path, red_square_mod
     errors = result.stderr.strip().splitlines()
     assert any("notes.jpg: not an image" in e for e in errors)
     assert any("missing.jpg: no such file" in e for e in errors)
+    assert "error: {0}: a video, not an image: stream its detections with `serve --source {0}` and read " \
+           "/api/events".format(video) in errors
     assert "Traceback" not in result.stderr
     annotated = cv2.imread(str(out / "scene.png"))
     assert annotated.shape == scene.shape and not np.array_equal(annotated, scene)
