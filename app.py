@@ -1022,7 +1022,8 @@ def _supervise(args, children, stopping):
                 return 2
             if answer.get("status") in ("ok", "unhealthy"):
                 ready = True
-                log.info("ready: http://%s:%d/ (%s)", url_host(args.host, shown=True), args.port, answer.get("state"))
+                log.info("ready: http://%s:%d/ (%s%s)", url_host(args.host, shown=True), args.port, answer.get("state"),
+                         ": " + answer["error"] if answer.get("error") else "")  # idle or reconnecting: why
             elif time.monotonic() - last_note > 10:
                 last_note = time.monotonic()
                 log.info("waiting for the pipeline to start: %s", answer.get("error", "no answer yet"))

@@ -200,6 +200,23 @@ def test_a_frozen_viewer_is_let_go_after_the_client_timeout(red_square_model):
             frozen.close()
 
 
+def test_a_video_file_waits_for_its_first_viewer_and_the_launcher_says_so(red_square_model, tmp_path):
+    import cv2
+    clip = str(tmp_path / "clip.avi")
+    writer = cv2.VideoWriter(clip, cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
+    for _ in range(15):
+        writer.write(red_square_scene())
+    writer.release()
+    with production(red_square_model, "--source", clip) as server:
+        assert wait_until(lambda: ":{}/ (idle: waiting for a viewer to play {})".format(server.port, clip)
+                          in server.log(last=None), 10), server.log()
+        time.sleep(1.0)
+        assert server.stats()["frames_captured"] == 0
+        [viewer] = watch(server.port, 1, 2.5)
+        assert viewer.error is None and viewer.frames >= 14 and server.stats()["frames_captured"] == 15
+        assert server.stats()["state"] == "ended"
+
+
 def test_a_taken_port_is_named_before_anything_starts(red_square_model):
     with taken_port() as number:
         result = run_app("serve", "--production", "--model", red_square_model, "--source", "test://",
