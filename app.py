@@ -448,8 +448,9 @@ def create_app(settings=None, start=False):
     def http_error(exc):
         response = jsonify(error=str(exc))
         response.status_code = exc.status
-        if exc.status == 401:
-            response.headers["WWW-Authenticate"] = 'Bearer realm="streamdetect"'
+        if exc.status == 401:  # Basic: a browser asks for the token in its login prompt
+            response.headers["WWW-Authenticate"] = 'Basic realm="streamdetect", charset="UTF-8"'
+            response.headers.add("WWW-Authenticate", 'Bearer realm="streamdetect"')
         return response
 
     @app.errorhandler(HTTPException)
@@ -474,10 +475,14 @@ def create_app(settings=None, start=False):
         if not token or request.path == "/healthz" or request.path.startswith("/static/"):
             return None
         header = request.headers.get("Authorization", "")
-        given = header[len("Bearer "):] if header.startswith("Bearer ") else request.args.get("token", "")
+        given = request.args.get("token", "")
+        if header.startswith("Bearer "):
+            given = header[len("Bearer "):]
+        elif request.authorization is not None and request.authorization.type == "basic":
+            given = request.authorization.password or ""  # the login prompt's: any user name
         if not hmac.compare_digest(given.encode(), token.encode()):
-            raise HttpError(401, "this server needs its token: send 'Authorization: Bearer TOKEN' "
-                                 "or add ?token=TOKEN to the URL")
+            raise HttpError(401, "this server needs its token: send 'Authorization: Bearer TOKEN', add "
+                                 "?token=TOKEN to the URL, or give it as the password (any user name)")
         return None
 
     @contextlib.contextmanager
@@ -632,10 +637,13 @@ def create_app(settings=None, start=False):
                 return Response(encode_opencv(frame, 90), mimetype="image/jpeg")
             return jsonify(record)
 
+    def upload_page(**shown):
+        return render_template("upload.html", token=request.args.get("token", ""), needs_token=bool(token), **shown)
+
     @app.route("/upload", methods=["GET", "POST"])
     def upload():
         if request.method == "GET":
-            return render_template("upload.html", token=request.args.get("token", ""))
+            return upload_page()
         try:
             received = received_upload()
             with upload_place():
@@ -643,10 +651,8 @@ def create_app(settings=None, start=False):
                 draw_detections(frame, detections, camera.detector.colors)
                 image = base64.b64encode(encode_opencv(frame, 90)).decode("ascii")
         except HttpError as exc:
-            return render_template("upload.html", token=request.args.get("token", ""),
-                                   error=str(exc)), exc.status
-        return render_template("upload.html", token=request.args.get("token", ""), record=record,
-                               result_json=json.dumps(record, indent=2), image=image)
+            return upload_page(error=str(exc)), exc.status
+        return upload_page(record=record, result_json=json.dumps(record, indent=2), image=image)
 
     @app.route("/healthz")
     def healthz():

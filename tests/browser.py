@@ -9,7 +9,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 
 
 @contextlib.contextmanager
-def chromium_page(width=1280, height=800):
+def chromium_page(width=1280, height=800, **context):
+    """A page of a fresh headless Chromium; `context` as for Playwright's new_page (http_credentials=...)."""
     executable = shutil.which("chromium") or shutil.which("chromium-browser")
     if executable is None:
         pytest.skip("Chromium is not installed (apt-get install chromium)")
@@ -17,7 +18,7 @@ def chromium_page(width=1280, height=800):
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": width, "height": height})
+            page = browser.new_page(viewport={"width": width, "height": height}, **context)
             yield page
         finally:
             browser.close()

@@ -259,13 +259,15 @@ def frozen_viewer(port, path="/video_feed"):
 
 def requests_logged_around_polls(server):
     """Load a page, then ask what a live page polls and a health check asks (answered), one
-    failing poll, and load a page again with an access token: the server's whole log, and
+    failing poll, and load a page again with an access token (in the URL, and as the user name
+    of a login, "s3cret:"): the server's whole log, and
     the requests ("METHOD PATH PROTOCOL") logged from the first page load on."""
     get(server.port, "/upload?from=polls-test")
     for path in ("/api/stats", "/api/detections", "/healthz") * 3:
         assert get(server.port, path)[0] == 200
     assert get(server.port, "/api/stats", method="POST")[0] == 405
-    get(server.port, "/upload?to=polls-test&token=s3cret")  # an access token is not logged
+    # an access token is not logged, nor one typed into a login prompt's user name field
+    get(server.port, "/upload?to=polls-test&token=s3cret", headers={"Authorization": "Basic czNjcmV0Og=="})
     assert wait_until(lambda: '"GET /upload?to=polls-test&token=*** ' in server.log(), 5)
     log = server.log(last=None)
     assert '"GET /upload?from=polls-test' in log, "the first page load's line was overwritten"

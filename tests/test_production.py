@@ -108,7 +108,9 @@ def test_the_log_keeps_every_request_but_the_pages_polls(stack):
     """A live page asks two API routes every second: their answers would fill a device's
     disk with log lines. Other requests, and failures of those, are logged - and kept in a
     log file opened without appending, as the server's is here (and by `> server.log`)."""
+    get(stack.port, "/upload?from=a-page", headers={"Referer": "http://host/?token=s3cret&fps=5"})
     log, requests = requests_logged_around_polls(stack)  # fails if nginx's first line was overwritten
+    assert '"GET /upload?from=a-page HTTP/1.1" 200 ' in log and '"http://host/?token=***&fps=5"' in log
     assert "POST /api/stats HTTP/1.1" in requests
     assert not [request for request in requests if request.startswith("GET /api/") or "/healthz" in request]
     assert "s3cret" not in log
@@ -142,9 +144,10 @@ def test_chromium_sees_the_stream_move_through_nginx(stack, tmp_path):
     import numpy as np
     from browser import chromium_page
     with chromium_page() as page:
-        page.goto("http://127.0.0.1:{}/".format(stack.port))
+        page.goto("http://127.0.0.1:{}/?token=s3cret".format(stack.port))  # (this server needs none)
         page.wait_for_function("document.getElementById('stream').naturalWidth > 0", timeout=15000)
         page.wait_for_function("document.getElementById('fps').textContent !== '…'", timeout=10000)
+        assert "/video_feed?token=s3cret" in page.evaluate("document.getElementById('stream').src")
         stream = page.locator("#stream")
         first = tmp_path / "first.png"
         second = tmp_path / "second.png"
@@ -159,6 +162,11 @@ def test_chromium_sees_the_stream_move_through_nginx(stack, tmp_path):
     band = a[: a.shape[0] // 12, : a.shape[1] // 3]
     yellow = (band[:, :, 2] > 150) & (band[:, :, 1] > 150) & (band[:, :, 0] < 100)
     assert yellow.sum() > 30
+    # the token in the page's URL reaches the log neither in the URLs asked for nor as their Referer
+    log = stack.log(last=None)
+    assert '"GET /video_feed?token=*** ' in log and "s3cret" not in log
+    script_loads = [line for line in log.splitlines() if '"GET /static/live.js ' in line]
+    assert script_loads and all(' "-" "Mozilla/' in line for line in script_loads)  # the page sends no Referer
     if os.environ.get("STREAMDETECT_KEEP_SCREENSHOT"):
         shutil.copy(str(tmp_path / "page.png"), os.environ["STREAMDETECT_KEEP_SCREENSHOT"])
 
