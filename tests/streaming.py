@@ -265,7 +265,7 @@ def requests_logged_around_polls(server):
     get(server.port, "/upload?from=polls-test")
     for path in ("/api/stats", "/api/detections", "/healthz") * 3:
         assert get(server.port, path)[0] == 200
-    assert get(server.port, "/api/stats", method="POST")[0] == 405
+    assert get(server.port, "/api/stats?token=s3cret", method="POST")[0] == 405  # failing, with a token
     # an access token is not logged, nor one typed into a login prompt's user name field
     get(server.port, "/upload?to=polls-test&token=s3cret", headers={"Authorization": "Basic czNjcmV0Og=="})
     assert wait_until(lambda: '"GET /upload?to=polls-test&token=*** ' in server.log(), 5)
