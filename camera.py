@@ -728,9 +728,10 @@ class Camera(object):
         return stats
 
     def healthy(self):
-        """True while live frames flow (or the pipeline is idle on purpose)."""
+        """True while live frames flow, or the pipeline waits on purpose: idle, or a file
+        that has ended waiting for a viewer to play it again."""
         stats = self.stats()
-        if stats["state"] == "idle":
+        if stats["state"] in ("idle", "ended"):
             return True
         live = self.last_live_frame
         return stats["state"] == "streaming" and live is not None and time.monotonic() - live.published_at < 3.0

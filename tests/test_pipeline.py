@@ -303,6 +303,7 @@ def test_a_file_plays_for_its_viewers(tmp_path, red_square_model):
         assert camera.stats()["frames_captured"] == 40  # on from its place, not from the start
         time.sleep(0.5)
         assert camera.stats()["frames_captured"] == 40 and camera.latest_frame().status == "ended"
+        assert camera.healthy()  # waiting, as when idle: nothing is wrong
         camera.join_viewer()
         assert wait_until(lambda: camera.stats()["frames_captured"] > 40, 5)
         assert wait_until(lambda: camera.state == "ended", 5) and camera.stats()["frames_captured"] == 80
