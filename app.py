@@ -507,10 +507,12 @@ def create_app(settings=None, start=False):
             upload = request.files.get("image")
             if upload is None and len(request.files) == 1:  # -F file=@photo.jpg: the one file sent
                 upload = next(iter(request.files.values()))
+            if upload is None and request.files:
+                raise HttpError(400, "the multipart upload has no field 'image' (it has {}); send the picture "
+                                     "as 'image'".format(", ".join("'{}'".format(name) for name in request.files)))
             if upload is None:
-                raise HttpError(400, "the multipart upload has no field 'image'{}".format(
-                    " (it has {}); send the picture as 'image'".format(", ".join(
-                        "'{}'".format(name) for name in request.files)) if request.files else ""))
+                raise HttpError(400, "the multipart upload has no file (curl -F image=@photo.jpg sends one); "
+                                     "a picture as the raw body needs another Content-Type")
             return upload.filename or "upload", upload.read(), thresholds
         return "upload", read_body(request.stream, app.config["MAX_CONTENT_LENGTH"]), thresholds
 

@@ -206,6 +206,10 @@ def test_uploads_good_and_bad(server):
     body, headers = multipart("photo", "x.jpg", jpeg)  # the one file sent, under another name
     status, record = get_json(server.port, "/api/detect", method="POST", body=body, headers=headers)
     assert status == 200 and record["image"] == "x.jpg" and record["detections"]
+    status, record = get_json(server.port, "/api/detect", method="POST", body=jpeg,
+                              headers={"Content-Type": "multipart/form-data; boundary=x"})  # not a form
+    assert status == 400 and record["error"] == ("the multipart upload has no file (curl -F image=@photo.jpg "
+                                                 "sends one); a picture as the raw body needs another Content-Type")
     body, headers = multipart("left", "l.jpg", jpeg, "right", "r.jpg", jpeg)
     status, record = get_json(server.port, "/api/detect", method="POST", body=body, headers=headers)
     assert status == 400 and record["error"] == ("the multipart upload has no field 'image' (it has 'left', "
