@@ -575,6 +575,9 @@ class Camera(object):
     """
 
     RESTART_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
+    # A source that gives no frame for this long (or three of its frame intervals) without
+    # failing - a hung driver - is stalled: viewers see it marked, /healthz says 503.
+    STALL_SECONDS = 5.0
 
     def __init__(self, source, detector, jpeg_quality=80, idle_stop=0.0, max_viewers=0, encoders=None):
         self.source = source
@@ -599,6 +602,8 @@ class Camera(object):
         self.wanted = False  # whether anyone has asked for frames yet: a file waits for that
         self.last_activity = time.monotonic()
         self.last_capture_at = 0.0  # on time.monotonic(), as every span here: the wall clock can jump
+        self.capture_interval = 0.0  # the source's time between frames, a moving average
+        self._stall_shown = False
         self.last_live_frame = None
         self._rate = MovingRate()
         self._lock = threading.Lock()
@@ -702,14 +707,15 @@ class Camera(object):
     def stats(self):
         now = time.monotonic()
         latest = self.broadcast.latest()
-        state = self.state
-        if state == "streaming" and now - self.last_capture_at > 5.0:
-            state = "stalled"
+        state, last_error = self.state, self.last_error
+        stalled = self._stalled_for(now)
+        if stalled:
+            state, last_error = "stalled", self._stall_reason(stalled)
         stats = dict(self.counters)
         stats.update({
             "state": state,
             "source": self.source.uri,
-            "last_error": self.last_error,
+            "last_error": last_error,
             "fps": round(self._rate.rate(now), 2),
             "inference_ms": round(self.timings["inference_ms"], 2),
             "frames_in_flight": self.detector.engine.frames_in_flight,
@@ -735,6 +741,16 @@ class Camera(object):
             return True
         live = self.last_live_frame
         return stats["state"] == "streaming" and live is not None and time.monotonic() - live.published_at < 3.0
+
+    def _stalled_for(self, now):
+        """Seconds since the last frame of a source that should be streaming but is stalled, else 0."""
+        quiet = now - self.last_capture_at
+        if self.state == "streaming" and quiet > max(self.STALL_SECONDS, 3 * self.capture_interval):
+            return quiet
+        return 0.0
+
+    def _stall_reason(self, stalled):
+        return "no frame from {} for {:.0f} s".format(self.source.uri, stalled)
 
     # threads
     def _idle(self):
@@ -785,6 +801,8 @@ class Camera(object):
                 continue
             log.info("source %s open: %s", self.source.uri, self.source.mode())
             self.last_capture_at = time.monotonic()
+            nominal_fps = getattr(self.source, "fps", None)  # until measured: a slow slide show is no stall
+            self.capture_interval = 1.0 / nominal_fps if nominal_fps else 0.0
             self._set_state("streaming", "")
             ended = False
             interval, previous = 0.0, None  # the source's time between frames, a moving average
@@ -806,6 +824,7 @@ class Camera(object):
                     self.last_capture_at = now = time.monotonic()
                     if previous is not None:
                         interval += (now - previous - interval) * (0.1 if interval else 1.0)
+                        self.capture_interval = interval
                     previous = now
                     if not self._taken_before_next(now, interval):
                         self._count_undecoded()
@@ -962,6 +981,7 @@ class Camera(object):
                 self._detected.wait_for(lambda: self._to_render is not None or self._stop.is_set(), 0.5)
                 item, self._to_render = self._to_render, None
             if item is None:
+                self._show_stall()
                 continue
             frame, output, inference_ms, captured_at = item
             started = time.monotonic()
@@ -980,7 +1000,20 @@ class Camera(object):
                 log.warning("decoding, drawing and encoding work again, after %d frames skipped", skipped)
                 skipped = 0
 
+    def _show_stall(self):
+        """Mark the picture STALLED, once, when the source stops giving frames without failing:
+        viewers would otherwise watch a frozen picture that looks live."""
+        stalled = self._stalled_for(time.monotonic())
+        if stalled and not self._stall_shown:
+            self._stall_shown = True
+            log.warning("%s; waiting for it (a source that fails is reopened, one that hangs is not)",
+                        self._stall_reason(stalled))
+            self._publish_status("stalled", self._stall_reason(stalled))
+
     def _publish_live(self, frame, detections, inference_ms, captured_at):
+        if self._stall_shown:
+            self._stall_shown = False
+            log.info("frames from %s flow again", self.source.uri)
         draw_detections(frame, detections, self.detector.colors)
         now = time.monotonic()
         self._rate.tick(now)
@@ -1010,8 +1043,9 @@ class Camera(object):
         self.broadcast.publish(frame)
         return frame
 
-    def _publish_status(self, status):
-        """Show viewers the last live picture, dimmed and marked with `status`."""
+    def _publish_status(self, status, reason=None):
+        """Show viewers the last live picture, dimmed and marked with `status` and why
+        (`reason`, else the last error)."""
         live = self.last_live_frame
         if live is not None:
             image = cv2.imdecode(np.frombuffer(live.jpeg, np.uint8), cv2.IMREAD_COLOR)
@@ -1022,8 +1056,9 @@ class Camera(object):
             image = np.zeros((height, width, 3), dtype=np.uint8)
             detections = []
         text = status.upper()
-        if self.last_error:
-            text += ": " + self.last_error
+        reason = reason or self.last_error
+        if reason:
+            text += ": " + reason
         draw_banner(image, text)
         self._publish(image, detections, 0.0, time.time(), status=status)
 

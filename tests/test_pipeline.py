@@ -352,6 +352,56 @@ def test_viewers_get_a_status_frame_when_the_source_dies(red_square_model):
     assert camera.latest_frame().status == "stopped"
 
 
+class HangingSource(SyntheticSource):
+    """test:// whose driver hangs after `frames` frames, without failing, until `resume` is set."""
+
+    def __init__(self, frames):
+        super(HangingSource, self).__init__("test://", fps=30)
+        self.frames, self.resume = frames, threading.Event()
+
+    def grab(self):
+        if self.count >= self.frames:
+            self.resume.wait()
+        return super(HangingSource, self).grab()
+
+
+def test_a_source_that_hangs_is_marked_stalled_until_frames_come_again(red_square_model, monkeypatch, caplog):
+    caplog.set_level("INFO", "streamdetect.camera")
+    monkeypatch.setattr(Camera, "STALL_SECONDS", 1.0)
+    source = HangingSource(frames=10)
+    camera = Camera(source, Detector(red_square_model, backend="onnxruntime")).start()
+    try:
+        assert wait_until(lambda: camera.latest_frame().status == "stalled", 5)
+        stats = camera.stats()
+        assert stats["state"] == "stalled" and stats["last_error"].startswith("no frame from test:// for ")
+        assert not camera.healthy() and "no frame from test:// for 1 s; waiting for it" in caplog.text
+        source.resume.set()
+        assert wait_until(lambda: camera.latest_frame().status is None, 5)
+        assert camera.stats()["state"] == "streaming" and camera.healthy()
+        assert "frames from test:// flow again" in caplog.text
+    finally:
+        source.resume.set()
+        camera.stop()
+
+
+def test_a_slow_slide_show_is_not_taken_for_a_stalled_source(tmp_path, red_square_model, monkeypatch):
+    monkeypatch.setattr(Camera, "STALL_SECONDS", 0.5)
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(tmp_path / name), red_square_scene())
+    camera = Camera(open_source(str(tmp_path), fps=1.0), Detector(red_square_model, backend="onnxruntime"))
+    camera.start()
+    try:
+        assert wait_until(lambda: camera.stats()["state"] == "streaming", 5)
+        seen = set()
+        deadline = time.time() + 2.5  # gaps of a second, longer than STALL_SECONDS
+        while time.time() < deadline:
+            seen.update((camera.stats()["state"], camera.latest_frame().status))
+            time.sleep(0.05)
+        assert "stalled" not in seen and camera.stats()["frames_captured"] >= 2
+    finally:
+        camera.stop()
+
+
 def test_a_file_that_ends_is_marked_ended_after_its_last_frames(tmp_path, tiny_yolov2_model):
     """Frames still in the detectors when a file ends are published after its ENDED
     frame; that mark must come last, on the last picture, or viewers would keep an
