@@ -191,11 +191,7 @@ def cmd_detect(args):
     for path in args.images:
         frame = cv2.imread(path, cv2.IMREAD_COLOR) if os.path.isfile(path) else None
         if frame is None:
-            reason = ("no such file" if not os.path.exists(path) else "a folder, not an image"
-                      if os.path.isdir(path) else "a video, not an image: stream its detections with "
-                      "`serve --source {}` and read /api/events".format(path) if is_video(path)
-                      else "not an image OpenCV can read")
-            print("error: {}: {}".format(path, reason), file=sys.stderr)
+            print("error: {}: {}".format(path, why_not_an_image(path)), file=sys.stderr)
             failures += 1
             continue
         detections, inference_ms = detector.detect(frame)
@@ -208,6 +204,18 @@ def cmd_detect(args):
                 print("error: {}: cannot write {}".format(path, target), file=sys.stderr)
                 failures += 1
     return 1 if failures else 0
+
+
+def why_not_an_image(path):
+    """What `path` is, for `detect`'s one-line error about an image it cannot read."""
+    if not os.path.exists(path):
+        return "no such file"
+    if os.path.isdir(path):
+        return "a folder, not an image"
+    if is_video(path):
+        return "a video, not an image: stream its detections with `serve --source {}` and read /api/events" \
+            .format(path)
+    return "not an image OpenCV can read"
 
 
 def is_video(path):
