@@ -1101,7 +1101,8 @@ def add_serve_options(parser):
                             "(rotate-180) or sideways, or a mirror view (horizontal); a CSI camera "
                             "turns it in hardware (default %(default)s)")
     group.add_argument("--loop", action="store_true", default=env("LOOP", "") not in ("", "0", "false"),
-                       help="play a video file again when it ends")
+                       help="repeat a video file without end (else it plays when its first viewer comes, "
+                            "and again for one who joins after its end)")
     group.add_argument("--jpeg-quality", type=ranged(int, 1, 100), default=env("JPEG_QUALITY", 80),
                        help="stream JPEG quality 1-100 (default %(default)s)")
     group.add_argument("--max-viewers", type=count, default=env("MAX_VIEWERS", 100),
