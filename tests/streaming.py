@@ -259,9 +259,9 @@ def frozen_viewer(port, path="/video_feed"):
 
 def requests_logged_around_polls(server):
     """Load a page, then ask what a live page polls and a health check asks (answered), one
-    failing poll, and load a page again with an access token (in the URL, and as the user name
-    of a login, "s3cret:"): the server's whole log, and
-    the requests ("METHOD PATH PROTOCOL") logged from the first page load on."""
+    failing poll with an access token, and load a page again with one (in the URL, and as the
+    user name of a login, "s3cret:"): the server's whole log, and the requests ("METHOD PATH
+    PROTOCOL") logged from the first page load on."""
     get(server.port, "/upload?from=polls-test")
     for path in ("/api/stats", "/api/detections", "/healthz") * 3:
         assert get(server.port, path)[0] == 200

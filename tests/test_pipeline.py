@@ -129,12 +129,17 @@ def test_a_camera_without_the_mode_asked_says_which_it_gives(monkeypatch, caplog
         source.close()
 
 
+def write_clip(path, frames, fps, size=(160, 120), step=1):
+    """An MJPG clip of `frames` grey frames, frame i of value i * step."""
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    for index in range(frames):
+        writer.write(np.full((size[1], size[0], 3), index * step, np.uint8))
+    writer.release()
+
+
 def test_video_file_source_plays_and_ends(tmp_path):
     path = str(tmp_path / "clip.avi")
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 50, (160, 120))
-    for index in range(10):
-        writer.write(np.full((120, 160, 3), index * 20, np.uint8))
-    writer.release()
+    write_clip(path, 10, 50, step=20)
     source = open_source(path)
     source.open()
     assert source.mode() == "160x120 MJPG at 50 FPS"
@@ -274,13 +279,6 @@ class WallClock(object):
         return getattr(time, name)
 
 
-def write_clip(path, frames, fps):
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), fps, (160, 120))
-    for index in range(frames):
-        writer.write(np.full((120, 160, 3), index, np.uint8))
-    writer.release()
-
-
 def test_a_file_plays_for_its_viewers(tmp_path, red_square_model):
     """A clip does not play out before anyone opens the page: it waits for its first viewer,
     pauses in place under --idle-stop, and plays again for a viewer who joins after its end."""
@@ -407,10 +405,7 @@ def test_a_file_that_ends_is_marked_ended_after_its_last_frames(tmp_path, tiny_y
     frame; that mark must come last, on the last picture, or viewers would keep an
     unmarked picture and /api/detections would say "live" for good."""
     path = str(tmp_path / "clip.avi")
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), 30, (640, 480))
-    for index in range(20):
-        writer.write(np.full((480, 640, 3), index * 10, np.uint8))
-    writer.release()
+    write_clip(path, 20, 30, size=(640, 480), step=10)
     detector = Detector(tiny_yolov2_model, backend="onnxruntime")  # the real architecture: frames in flight
     camera = Camera(open_source(path), detector).start()
     camera.join_viewer()

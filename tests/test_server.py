@@ -149,10 +149,9 @@ def png_bytes(width, height):
     return cv2.imencode(".png", np.zeros((height, width, 3), np.uint8))[1].tobytes()
 
 
-def multipart(field, filename, data, *more):
-    """A multipart/form-data body and its headers: files as (field, filename, data), in threes."""
+def multipart(*files):
+    """A multipart/form-data body and its headers: files as field, filename, data, in threes."""
     boundary = "testboundary"
-    files = (field, filename, data) + more
     body = b""
     for field, filename, data in zip(files[::3], files[1::3], files[2::3]):
         body += ("--{b}\r\nContent-Disposition: form-data; name=\"{f}\"; filename=\"{n}\"\r\n"
