@@ -161,17 +161,20 @@ def result_record(image, width, height, backend, inference_ms, detections):
             "inference_ms": round(inference_ms, 2), "detections": [d.to_dict() for d in detections]}
 
 
-def annotated_path(out, path):
-    """Where `detect --out` writes the annotated copy of `path`."""
+def annotated_path(out, path, video=False):
+    """Where `detect --out` writes the annotated copy of `path` (of a video: an MJPG AVI)."""
     stem, ext = os.path.splitext(os.path.basename(path))
+    if video:
+        return os.path.join(out, stem + ".avi")
     return os.path.join(out, stem + (ext if ext.lower() in (".jpg", ".jpeg", ".png", ".bmp") else ".jpg"))
 
 
 def cmd_detect(args):
+    videos = {path for path in args.images if is_video(path)}
     if args.out:
         written_by = {}  # annotated copy -> its input
         for path in args.images:
-            target = os.path.abspath(annotated_path(args.out, path))
+            target = os.path.abspath(annotated_path(args.out, path, path in videos))
             if target == os.path.abspath(path):
                 print("error: --out {} would overwrite {} with its annotated copy; choose another folder"
                       .format(args.out, path), file=sys.stderr)
@@ -179,7 +182,7 @@ def cmd_detect(args):
             other = written_by.setdefault(target, path)
             if os.path.abspath(other) != os.path.abspath(path):
                 print("error: {} and {} would both be written to {}; run them with separate --out folders"
-                      .format(other, path, annotated_path(args.out, path)), file=sys.stderr)
+                      .format(other, path, annotated_path(args.out, path, path in videos)), file=sys.stderr)
                 return 2
         try:
             os.makedirs(args.out, exist_ok=True)
@@ -189,6 +192,9 @@ def cmd_detect(args):
     detector = detector_from_args(args)
     failures = 0
     for path in args.images:
+        if path in videos:
+            failures += detect_video(detector, path, annotated_path(args.out, path, True) if args.out else None)
+            continue
         frame = cv2.imread(path, cv2.IMREAD_COLOR) if os.path.isfile(path) else None
         if frame is None:
             print("error: {}: {}".format(path, why_not_an_image(path)), file=sys.stderr)
@@ -206,22 +212,55 @@ def cmd_detect(args):
     return 1 if failures else 0
 
 
+def detect_video(detector, path, target):
+    """`detect` for a video: one JSON line per frame (its number and time added), and its
+    annotated copy written to `target` (an MJPG AVI) if given; 1 if that fails, else 0."""
+    capture = cv2.VideoCapture(path)
+    fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
+    fps = fps if 1.0 <= fps <= 240.0 else 30.0  # what the stream assumes of a file without a rate
+    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    writer, failed, index, noted_at = None, 0, 0, time.monotonic()
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            detections, inference_ms = detector.detect(frame)
+            height, width = frame.shape[:2]
+            record = result_record(path, width, height, detector.backend, inference_ms, detections)
+            record.update(frame=index, time=round(index / fps, 3))
+            print(json.dumps(record), flush=True)
+            if target and writer is None and not failed:
+                writer = cv2.VideoWriter(target, cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+                if not writer.isOpened():
+                    print("error: {}: cannot write {}".format(path, target), file=sys.stderr)
+                    writer, failed = None, 1
+            if writer is not None:
+                writer.write(draw_detections(frame, detections, detector.colors))
+            index += 1
+            if time.monotonic() - noted_at > 10:  # a long video takes minutes: say how far it is
+                noted_at = time.monotonic()
+                log.info("%s: frame %d%s", path, index, " of {}".format(total) if total else "")
+    finally:
+        capture.release()
+        if writer is not None:
+            writer.release()
+    return failed
+
+
 def why_not_an_image(path):
     """What `path` is, for `detect`'s one-line error about an image it cannot read."""
     if not os.path.exists(path):
         return "no such file"
     if os.path.isdir(path):
         return "a folder, not an image"
-    if is_video(path):
-        return "a video, not an image: stream its detections with `serve --source {}` and read /api/events" \
-            .format(path)
     return "not an image OpenCV can read"
 
 
 def is_video(path):
     """Whether OpenCV reads `path` as a video (whose first frame it can decode); an image's
     name is not tried (FFmpeg would print its own complaint about a damaged one)."""
-    if path.lower().endswith(IMAGE_EXTENSIONS):
+    if path.lower().endswith(IMAGE_EXTENSIONS) or not os.path.isfile(path):
         return False
     capture = cv2.VideoCapture(path)
     try:
@@ -1162,13 +1201,13 @@ def build_parser():
     serve.set_defaults(handler=cmd_serve)
 
     detect = commands.add_parser(
-        "detect", parents=[common], help="detect objects in image files, print one JSON line per image",
-        description="Detect objects in still images. Prints one JSON object per image "
-                    "(image, width, height, backend, inference_ms, detections) and writes "
-                    "annotated copies with --out. Unreadable files are reported on stderr "
-                    "and make the exit status 1.")
-    detect.add_argument("images", nargs="+", metavar="IMAGE")
-    detect.add_argument("--out", metavar="DIR", help="write annotated images here")
+        "detect", parents=[common], help="detect objects in images and videos, print one JSON line per picture",
+        description="Detect objects in images and videos. Prints one JSON object per image or video "
+                    "frame (image, width, height, backend, inference_ms, detections; a frame adds "
+                    "frame and time) and writes annotated copies with --out (a video's as an MJPG "
+                    ".avi). Unreadable files are reported on stderr and make the exit status 1.")
+    detect.add_argument("images", nargs="+", metavar="FILE")
+    detect.add_argument("--out", metavar="DIR", help="write annotated copies here")
     add_model_options(detect)
     detect.set_defaults(handler=cmd_detect)
 
@@ -1233,6 +1272,9 @@ def main(argv=None):
         return 2
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # whoever read our output has gone (`| head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # for the flush at exit
+        return 141
 
 
 if __name__ == "__main__":

@@ -171,12 +171,8 @@ def test_detect_prints_json_and_writes_annotated_images(tmp_path, red_square_mod
     cv2.imwrite(str(good), scene)
     text = tmp_path / "notes.jpg"
     text.write_text("not an image")
-    video = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
-    writer.write(scene)
-    writer.release()
     out = tmp_path / "out"
-    result = run("detect", str(good), str(text), str(tmp_path / "missing.jpg"), str(video), "--out", str(out),
+    result = run("detect", str(good), str(text), str(tmp_path / "missing.jpg"), "--out", str(out),
                  "--model", red_square_model, "--backend", "onnxruntime")
     assert result.returncode == 1
     [line] = result.stdout.strip().splitlines()
@@ -192,11 +188,52 @@ def test_detect_prints_json_and_writes_annotated_images(tmp_path, red_square_mod
     errors = result.stderr.strip().splitlines()
     assert any("notes.jpg: not an image" in e for e in errors)
     assert any("missing.jpg: no such file" in e for e in errors)
-    assert "error: {0}: a video, not an image: stream its detections with `serve --source {0}` and read " \
-           "/api/events".format(video) in errors
     assert "Traceback" not in result.stderr
     annotated = cv2.imread(str(out / "scene.png"))
     assert annotated.shape == scene.shape and not np.array_equal(annotated, scene)
+
+
+def test_detect_reads_a_video_frame_by_frame(tmp_path, red_square_model):
+    """A video gives one line per frame, with its number and time, and with --out an annotated copy."""
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
+    for _ in range(3):
+        writer.write(red_square_scene())
+    writer.release()
+    out = tmp_path / "out"
+    result = run("detect", str(video), "--out", str(out), "--model", red_square_model, "--backend", "onnxruntime")
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["image"], r["frame"], r["time"], r["width"]) for r in records] == [
+        (str(video), 0, 0.0, 320), (str(video), 1, 0.1, 320), (str(video), 2, 0.2, 320)]
+    assert all(max(r["detections"], key=lambda d: d["score"])["label"] == "aeroplane" for r in records)
+    source, annotated = cv2.VideoCapture(str(video)), cv2.VideoCapture(str(out / "clip.avi"))
+    for _ in range(3):
+        (read, plain), (written, drawn) = source.read(), annotated.read()
+        assert read and written and drawn.shape == plain.shape
+        assert np.abs(drawn.astype(int) - plain.astype(int)).max() > 100  # boxes and labels drawn
+    assert not annotated.read()[0]
+    refused = run("detect", str(video), "--out", str(tmp_path), "--model", red_square_model)
+    assert refused.returncode == 2 and "would overwrite {} with its annotated copy".format(video) in refused.stderr
+
+
+def test_detect_stops_quietly_when_its_reader_goes(tmp_path, red_square_model):
+    """`detect ... | head -1`: the lines no one reads end the command, without a traceback."""
+    import fcntl
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+    for _ in range(100):
+        writer.write(red_square_scene()[:120, :160])
+    writer.release()
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, getattr(fcntl, "F_SETPIPE_SZ", 1031), 4096)  # ~25 lines, not 64 kB
+    process = subprocess.Popen([sys.executable, os.path.join(ROOT, "app.py"), "detect", str(video), "--model",
+                                red_square_model], stdout=write_end, stderr=subprocess.PIPE, universal_newlines=True)
+    os.close(write_end)
+    with os.fdopen(read_end) as lines:
+        assert json.loads(lines.readline())["frame"] == 0
+    _, errors = process.communicate(timeout=60)
+    assert process.returncode == 141 and "Traceback" not in errors, errors
 
 
 def test_detect_reports_only_the_classes_asked_for(tmp_path, red_square_model):
