@@ -258,9 +258,13 @@ def why_not_an_image(path):
 
 
 def is_video(path):
-    """Whether OpenCV reads `path` as a video (whose first frame it can decode); an image's
-    name is not tried (FFmpeg would print its own complaint about a damaged one)."""
+    """Whether OpenCV reads `path` as a video (whose first frame it can decode) and not as an
+    image, which it would also open as a video of one frame (a TIFF, say). A name an image has
+    is not tried: FFmpeg would print its own complaint about a damaged one."""
     if path.lower().endswith(IMAGE_EXTENSIONS) or not os.path.isfile(path):
+        return False
+    has_image_reader = getattr(cv2, "haveImageReader", None)  # reads the signature alone
+    if has_image_reader(path) if has_image_reader else cv2.imread(path) is not None:
         return False
     capture = cv2.VideoCapture(path)
     try:

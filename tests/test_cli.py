@@ -169,13 +169,16 @@ def test_detect_prints_json_and_writes_annotated_images(tmp_path, red_square_mod
     scene = red_square_scene()
     good = tmp_path / "scene.png"
     cv2.imwrite(str(good), scene)
+    tiff = tmp_path / "scene.tif"  # OpenCV opens it as a video of one frame too: an image all the same
+    cv2.imwrite(str(tiff), scene)
     text = tmp_path / "notes.jpg"
     text.write_text("not an image")
     out = tmp_path / "out"
-    result = run("detect", str(good), str(text), str(tmp_path / "missing.jpg"), "--out", str(out),
+    result = run("detect", str(good), str(text), str(tmp_path / "missing.jpg"), str(tiff), "--out", str(out),
                  "--model", red_square_model, "--backend", "onnxruntime")
     assert result.returncode == 1
-    [line] = result.stdout.strip().splitlines()
+    line, tiff_line = result.stdout.strip().splitlines()
+    assert "frame" not in json.loads(tiff_line) and cv2.imread(str(out / "scene.jpg")).shape == scene.shape
     record = json.loads(line)
     assert set(record) == {"image", "width", "height", "backend", "inference_ms", "detections"}
     assert (record["image"], record["width"], record["height"]) == (str(good), 320, 240)
