@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from camera import CAPTURE_LIMITS, FLIPS, IMAGE_EXTENSIONS, Camera, SourceError, TooManyViewers, encode_opencv, \
-    number_in_range, open_source, quiet_opencv, resolve_source
+    number_in_range, open_source, quiet_opencv, reported_fps, resolve_source
 from get_engine import BACKENDS, PRECISIONS, EngineError, ModelError
 from yolo_tool import DEFAULT_MODEL, NAMED_MODELS, Detector, cache_dir, draw_detections, parse_anchors, \
     read_labels, resolve_model
@@ -216,8 +216,7 @@ def detect_video(detector, path, target):
     """`detect` for a video: one JSON line per frame (its number and time added), and its
     annotated copy written to `target` (an MJPG AVI) if given; 1 if that fails, else 0."""
     capture = cv2.VideoCapture(path)
-    fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
-    fps = fps if 1.0 <= fps <= 240.0 else 30.0  # what the stream assumes of a file without a rate
+    fps = reported_fps(capture)
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     writer, failed, index, noted_at = None, 0, 0, time.monotonic()
     try:

@@ -262,8 +262,7 @@ class OpenCVSource(FrameSource):
         if self.fps and self.live:
             capture.set(cv2.CAP_PROP_FPS, self.fps)
         capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # newest frame, not a queue of old ones
-        file_fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
-        self.interval = 1.0 / (self.fps or (file_fps if 1.0 <= file_fps <= 240.0 else 30.0))
+        self.interval = 1.0 / (self.fps or reported_fps(capture))
         self.next_due = time.monotonic()
         self.capture = capture
         self._warn_if_mode_differs()
@@ -314,6 +313,12 @@ class OpenCVSource(FrameSource):
         if self.capture is not None:
             self.capture.release()
             self.capture = None
+
+
+def reported_fps(capture):
+    """The frames per second a video reports, or 30 where it reports none that makes sense."""
+    fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
+    return fps if 1.0 <= fps <= 240.0 else 30.0
 
 
 def quiet_opencv(log_level):
@@ -1006,9 +1011,9 @@ class Camera(object):
         stalled = self._stalled_for(time.monotonic())
         if stalled and not self._stall_shown:
             self._stall_shown = True
-            log.warning("%s; waiting for it (a source that fails is reopened, one that hangs is not)",
-                        self._stall_reason(stalled))
-            self._publish_status("stalled", self._stall_reason(stalled))
+            reason = self._stall_reason(stalled)
+            log.warning("%s; waiting for it (a source that fails is reopened, one that hangs is not)", reason)
+            self._publish_status("stalled", reason)
 
     def _publish_live(self, frame, detections, inference_ms, captured_at):
         if self._stall_shown:
