@@ -42,6 +42,24 @@ def red_square_scene():
     return scene
 
 
+def write_clip(path, pictures, fps):
+    """An MJPG video of `pictures` (BGR, all of one size) at `fps`."""
+    import cv2
+    writer = None
+    for picture in pictures:
+        if writer is None:
+            height, width = picture.shape[:2]
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+        writer.write(picture)
+    writer.release()
+
+
+def basic_auth(user, password):
+    """The Authorization header of an HTTP Basic login."""
+    import base64
+    return {"Authorization": "Basic " + base64.b64encode("{}:{}".format(user, password).encode()).decode()}
+
+
 @contextlib.contextmanager
 def taken_port():
     """A loopback port that another program listens on while the block runs."""
@@ -267,7 +285,7 @@ def requests_logged_around_polls(server):
         assert get(server.port, path)[0] == 200
     assert get(server.port, "/api/stats?token=s3cret", method="POST")[0] == 405  # failing, with a token
     # an access token is not logged, nor one typed into a login prompt's user name field
-    get(server.port, "/upload?to=polls-test&token=s3cret", headers={"Authorization": "Basic czNjcmV0Og=="})
+    get(server.port, "/upload?to=polls-test&token=s3cret", headers=basic_auth("s3cret", ""))
     assert wait_until(lambda: '"GET /upload?to=polls-test&token=*** ' in server.log(), 5)
     log = server.log(last=None)
     assert '"GET /upload?from=polls-test' in log, "the first page load's line was overwritten"

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streaming import ROOT, free_port, red_square_scene, run_app as run, taken_port
+from streaming import ROOT, free_port, red_square_scene, run_app as run, taken_port, write_clip
 
 
 def test_help_lists_the_commands():
@@ -199,10 +199,7 @@ def test_detect_prints_json_and_writes_annotated_images(tmp_path, red_square_mod
 def test_detect_reads_a_video_frame_by_frame(tmp_path, red_square_model):
     """A video gives one line per frame, with its number and time, and with --out an annotated copy."""
     video = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
-    for _ in range(3):
-        writer.write(red_square_scene())
-    writer.release()
+    write_clip(video, [red_square_scene()] * 3, 10)
     out = tmp_path / "out"
     result = run("detect", str(video), "--out", str(out), "--model", red_square_model, "--backend", "onnxruntime")
     assert result.returncode == 0 and "Traceback" not in result.stderr
@@ -224,10 +221,7 @@ def test_detect_stops_quietly_when_its_reader_goes(tmp_path, red_square_model):
     """`detect ... | head -1`: the lines no one reads end the command, without a traceback."""
     import fcntl
     video = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
-    for _ in range(100):
-        writer.write(red_square_scene()[:120, :160])
-    writer.release()
+    write_clip(video, [red_square_scene()[:120, :160]] * 100, 10)
     read_end, write_end = os.pipe()
     fcntl.fcntl(write_end, getattr(fcntl, "F_SETPIPE_SZ", 1031), 4096)  # ~25 lines, not 64 kB
     process = subprocess.Popen([sys.executable, os.path.join(ROOT, "app.py"), "detect", str(video), "--model",

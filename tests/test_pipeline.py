@@ -10,7 +10,7 @@ import pytest
 
 from camera import STAGGER, Camera, SourceError, SyntheticSource, csi_pipeline, fastest_encoder, jpeg_encoders, \
     open_source
-from streaming import red_square_scene, wait_until
+from streaming import red_square_scene, wait_until, write_clip
 from yolo_tool import Detector
 
 
@@ -129,17 +129,14 @@ def test_a_camera_without_the_mode_asked_says_which_it_gives(monkeypatch, caplog
         source.close()
 
 
-def write_clip(path, frames, fps, size=(160, 120), step=1):
-    """An MJPG clip of `frames` grey frames, frame i of value i * step."""
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
-    for index in range(frames):
-        writer.write(np.full((size[1], size[0], 3), index * step, np.uint8))
-    writer.release()
+def greys(count, step=1, size=(160, 120)):
+    """`count` grey pictures, picture i of value i * step: a video's frames that say which they are."""
+    return (np.full((size[1], size[0], 3), index * step, np.uint8) for index in range(count))
 
 
 def test_video_file_source_plays_and_ends(tmp_path):
     path = str(tmp_path / "clip.avi")
-    write_clip(path, 10, 50, step=20)
+    write_clip(path, greys(10, step=20), 50)
     source = open_source(path)
     source.open()
     assert source.mode() == "160x120 MJPG at 50 FPS"
@@ -283,7 +280,7 @@ def test_a_file_plays_for_its_viewers(tmp_path, red_square_model):
     """A clip does not play out before anyone opens the page: it waits for its first viewer,
     pauses in place under --idle-stop, and plays again for a viewer who joins after its end."""
     path = str(tmp_path / "clip.avi")
-    write_clip(path, 40, 20)
+    write_clip(path, greys(40), 20)
     camera = Camera(open_source(path), Detector(red_square_model, backend="onnxruntime"), idle_stop=0.3).start()
     try:
         time.sleep(1.0)
@@ -405,7 +402,7 @@ def test_a_file_that_ends_is_marked_ended_after_its_last_frames(tmp_path, tiny_y
     frame; that mark must come last, on the last picture, or viewers would keep an
     unmarked picture and /api/detections would say "live" for good."""
     path = str(tmp_path / "clip.avi")
-    write_clip(path, 20, 30, size=(640, 480), step=10)
+    write_clip(path, greys(20, step=10, size=(640, 480)), 30)
     detector = Detector(tiny_yolov2_model, backend="onnxruntime")  # the real architecture: frames in flight
     camera = Camera(open_source(path), detector).start()
     camera.join_viewer()

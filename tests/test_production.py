@@ -15,7 +15,7 @@ import pytest
 
 from streaming import HAS_PRODUCTION_STACK, ROOT, Server, Viewer, free_port, frozen_viewer, get, get_json, \
     read_events, red_square_scene, requests_logged_around_polls, run_app, taken_port, wait_for_viewers, wait_until, \
-    watch
+    watch, write_clip
 
 pytestmark = pytest.mark.skipif(not HAS_PRODUCTION_STACK,
                                 reason="needs uwsgi (pip) and nginx (apt-get install nginx)")
@@ -209,12 +209,8 @@ def test_a_frozen_viewer_is_let_go_after_the_client_timeout(red_square_model):
 
 
 def test_a_video_file_waits_for_its_first_viewer_and_the_launcher_says_so(red_square_model, tmp_path):
-    import cv2
     clip = str(tmp_path / "clip.avi")
-    writer = cv2.VideoWriter(clip, cv2.VideoWriter_fourcc(*"MJPG"), 10, (320, 240))
-    for _ in range(15):
-        writer.write(red_square_scene())
-    writer.release()
+    write_clip(clip, [red_square_scene()] * 15, 10)
     with production(red_square_model, "--source", clip) as server:
         assert wait_until(lambda: ":{}/ (idle: waiting for a viewer to play {})".format(server.port, clip)
                           in server.log(last=None), 10), server.log()

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from streaming import (Server, Viewer, frozen_viewer, get, get_json, read_events, red_square_scene,
+from streaming import (Server, Viewer, basic_auth, frozen_viewer, get, get_json, read_events, red_square_scene,
                        requests_logged_around_polls, wait_for_viewers, wait_until, watch)
 
 FPS = 20
@@ -455,24 +455,20 @@ def test_token_protects_everything_but_healthz(red_square_model):
 def test_a_browser_asks_for_the_token_in_its_login_prompt(red_square_model):
     """A 401 challenges for Basic, so that a browser asks for the token (as the password, under
     any user name) and then sends it with every request of the page, none in a URL."""
-    import base64
     from browser import chromium_page
-
-    def basic(user, password):
-        return {"Authorization": "Basic " + base64.b64encode("{}:{}".format(user, password).encode()).decode()}
     with Server("serve", "--source", "test://", "--model", red_square_model, STREAMDETECT_TOKEN="s3cret") as server:
         connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
         connection.request("GET", "/")
         challenges = connection.getresponse().msg.get_all("WWW-Authenticate")
         connection.close()
         assert challenges == ['Basic realm="streamdetect", charset="UTF-8"', 'Bearer realm="streamdetect"']
-        assert get(server.port, "/api/stats", headers=basic("anyone", "s3cret"))[0] == 200
-        assert get(server.port, "/api/stats", headers=basic("s3cret", "wrong"))[0] == 401
+        assert get(server.port, "/api/stats", headers=basic_auth("anyone", "s3cret"))[0] == 200
+        assert get(server.port, "/api/stats", headers=basic_auth("s3cret", "wrong"))[0] == 401
         with chromium_page(http_credentials={"username": "viewer", "password": "s3cret"}) as page:
             page.goto("http://127.0.0.1:{}/".format(server.port))
             page.wait_for_function("document.getElementById('stream').naturalWidth > 0", timeout=15000)
             page.wait_for_function("document.getElementById('fps').textContent !== '…'", timeout=10000)
-            assert get_json(server.port, "/api/stats", headers=basic("", "s3cret"))[1]["viewers"] == 1
+            assert get_json(server.port, "/api/stats", headers=basic_auth("", "s3cret"))[1]["viewers"] == 1
             assert "token=" not in page.evaluate("document.getElementById('stream').src")
 
 
