@@ -3,12 +3,14 @@ the `Detector` (pre-processing -> engine -> decoding) and drawing of results.
 """
 import colorsys
 import contextlib
+import functools
 import hashlib
 import logging
 import os
 import sys
 import tempfile
 import time
+import unicodedata
 
 import cv2
 import numpy as np
@@ -193,12 +195,19 @@ def resolve_model(model):
 
 
 def read_labels(path):
-    """One label per line; blank lines are skipped."""
+    """One label per line; blank lines are skipped. UTF-8 whatever the locale (Python 3.6 under
+    a service manager reads ASCII), without the byte-order mark an editor may put first."""
     try:
-        with open(path) as handle:
-            labels = [line.strip() for line in handle if line.strip()]
+        with open(path, "rb") as handle:
+            data = handle.read()
     except (IOError, OSError) as exc:
         raise ModelError("cannot read labels file {}: {}".format(path, exc.strerror or exc))
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ModelError("labels file {} is not UTF-8 text (line {} has byte 0x{:02x}); save it as UTF-8"
+                         .format(path, data[:exc.start].count(b"\n") + 1, data[exc.start]))
+    labels = [line.strip() for line in text.splitlines() if line.strip()]
     if not labels:
         raise ModelError("labels file {} has no labels (one per line expected)".format(path))
     return labels
@@ -271,6 +280,12 @@ class Detector(object):
                                                                len(labels)))
         self.labels = list(labels)
         self.colors = class_colors(self.num_classes)
+        redrawn = ["{} as {}".format(label, drawn_label(label, index)) for index, label in enumerate(self.labels)
+                   if drawn_label(label, index) != label]
+        if redrawn:
+            log.warning("OpenCV %s draws ASCII only, so the pictures show %s%s (the API gives the names)",
+                        cv2.__version__, ", ".join(redrawn[:5]),
+                        " and {} more".format(len(redrawn) - 5) if len(redrawn) > 5 else "")
         self.class_filter = self.class_ids(classes) if classes else None
 
     def class_names(self):
@@ -347,7 +362,7 @@ def draw_detections(frame, detections, colors):
     height, width = frame.shape[:2]
     thickness = max(1, int(round(min(width, height) / 240.0)))
     font_scale = max(0.4, min(width, height) / 900.0)
-    texts = ["{} {:.2f}".format(det.label, det.score) for det in detections]
+    texts = ["{} {:.2f}".format(drawn_label(det.label, det.class_id), det.score) for det in detections]
     sizes = [cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1) for text in texts]
     places = label_places([det.box for det in detections], [(w + 4, h + base + 2) for (w, h), base in sizes],
                           width, height)
@@ -359,6 +374,38 @@ def draw_detections(frame, detections, colors):
         cv2.putText(frame, text, (left + 2, top + text_h + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
                     (0, 0, 0), 1, cv2.LINE_AA)
     return frame
+
+
+# The Latin letters that Unicode does not decompose into an ASCII letter and accents.
+LATIN_LETTERS_WITHOUT_ASCII_FORM = str.maketrans({"ß": "ss", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o",
+                                                  "Ø": "O", "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d",
+                                                  "Ð": "D", "þ": "th", "Þ": "Th", "ı": "i"})
+
+
+@functools.lru_cache(maxsize=None)
+def drawn_label(label, class_id):
+    """The label as OpenCV can draw it. Before OpenCV 5, putText draws a '?' for each byte beyond
+    ASCII: Latin letters are then drawn without accents ('café' -> 'cafe', 'Straße' -> 'Strasse'),
+    and a label of another script as its class number."""
+    if _opencv_draws_unicode() or _is_ascii(label):
+        return label
+    plain = "".join(char for char in unicodedata.normalize("NFKD", label.translate(LATIN_LETTERS_WITHOUT_ASCII_FORM))
+                    if not unicodedata.combining(char))
+    return plain if _is_ascii(plain) else "class {}".format(class_id)
+
+
+def _is_ascii(text):
+    return all(ord(char) < 128 for char in text)
+
+
+@functools.lru_cache(maxsize=None)
+def _opencv_draws_unicode():
+    """Whether putText draws 'é' otherwise than the '??' (one per byte) of OpenCV before 5."""
+    def drawn(text):
+        canvas = np.zeros((24, 24), np.uint8)
+        cv2.putText(canvas, text, (2, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 255, 1)
+        return canvas
+    return not np.array_equal(drawn("\u00e9"), drawn("??"))
 
 
 def label_places(boxes, label_sizes, width, height):

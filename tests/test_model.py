@@ -3,8 +3,11 @@ import hashlib
 import http.server
 import os
 import socketserver
+import subprocess
+import sys
 import threading
 
+import cv2
 import numpy as np
 import onnx
 import pytest
@@ -36,11 +39,45 @@ def test_detector_reads_the_model_description(tiny_yolov2_model):
 def test_custom_class_count_needs_matching_labels(tmp_path):
     model = onnx_models.constant_grid(tmp_path / "three.onnx", np.zeros((5 * 8, 13, 13)))
     assert Detector(model, backend="onnxruntime").labels == ["class0", "class1", "class2"]
-    labels = tmp_path / "labels.txt"
-    labels.write_text("crack\npothole\n\nrut\n")
     assert Detector(model, backend="opencv", labels=["crack", "pothole", "rut"]).num_classes == 3
     with pytest.raises(ModelError, match="predicts 3 classes but 20 labels"):
         Detector(model, backend="onnxruntime", labels=yolo_tool.VOC_LABELS)
+
+
+def test_labels_file_is_utf8_in_any_locale_and_without_a_byte_order_mark(tmp_path):
+    """Python 3.6 in the C locale (a service with no LANG) reads text files as ASCII; Notepad
+    starts a UTF-8 file with a byte-order mark, which would become part of the first label."""
+    labels = tmp_path / "labels.txt"
+    labels.write_bytes(b"\xef\xbb\xbfcaf\xc3\xa9\r\n\r\nStra\xc3\x9fe\r\n\xe7\x8b\x97\r\n")
+    environment = dict(os.environ, LANG="C", LC_ALL="C", PYTHONPATH=os.path.dirname(yolo_tool.__file__))
+    script = "import yolo_tool, sys; print(ascii(yolo_tool.read_labels(sys.argv[1])))"
+    read = subprocess.check_output([sys.executable, "-c", script, str(labels)], env=environment)
+    assert read.decode().strip() == ascii(["caf\u00e9", "Stra\u00dfe", "\u72d7"])
+    labels.write_bytes(b"crack\npothole\nr\xe9paration\n")  # Latin-1
+    with pytest.raises(ModelError, match=r"labels.txt is not UTF-8 text \(line 3 has byte 0xe9\); save it as UTF-8"):
+        yolo_tool.read_labels(str(labels))
+
+
+def test_labels_beyond_ascii_are_drawn_readably(tmp_path, caplog):
+    """OpenCV before 5 (the Jetson's) draws a '?' for each byte beyond ASCII."""
+    def drawn(label):
+        detection = yolo_tool.Detection(label, 2, 0.9, [100, 100, 300, 300])
+        return yolo_tool.draw_detections(np.zeros((480, 640, 3), np.uint8), [detection], [(255, 255, 255)] * 3)
+    assert not np.array_equal(drawn("caf\u00e9"), drawn("caf??"))
+    assert not np.array_equal(drawn("Stra\u00dfe"), drawn("Stra??e"))
+    assert not np.array_equal(drawn("\u72d7"), drawn("???"))
+    if not yolo_tool._opencv_draws_unicode():
+        assert np.array_equal(drawn("caf\u00e9"), drawn("cafe"))
+        assert np.array_equal(drawn("\u72d7"), drawn("class 2"))
+    model = onnx_models.constant_grid(tmp_path / "three.onnx", np.zeros((5 * 8, 13, 13)))
+    with caplog.at_level("WARNING"):
+        Detector(model, backend="onnxruntime", labels=["crack", "caf\u00e9", "\u72d7"])
+    redrawn = [record.getMessage() for record in caplog.records if "draws ASCII only" in record.getMessage()]
+    if yolo_tool._opencv_draws_unicode():
+        assert not redrawn
+    else:
+        assert redrawn == ["OpenCV {} draws ASCII only, so the pictures show caf\u00e9 as cafe, \u72d7 as class 2 "
+                           "(the API gives the names)".format(cv2.__version__)]
 
 
 def test_classes_keeps_only_the_named_ones(red_square_model):
