@@ -26,8 +26,8 @@ import warnings
 import cv2
 import numpy as np
 
-from camera import CAPTURE_LIMITS, FLIPS, IMAGE_EXTENSIONS, Camera, SourceError, TooManyViewers, encode_opencv, \
-    number_in_range, open_source, quiet_opencv, reported_fps, resolve_source
+from camera import CAPTURE_LIMITS, FLIPS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Camera, SourceError, TooManyViewers, \
+    encode_opencv, number_in_range, open_source, quiet_opencv, reported_fps, resolve_source
 from get_engine import BACKENDS, PRECISIONS, EngineError, ModelError
 from yolo_tool import DEFAULT_MODEL, NAMED_MODELS, Detector, cache_dir, draw_detections, parse_anchors, \
     read_labels, resolve_model
@@ -147,12 +147,17 @@ def detector_from_args(args):
         workspace_mb=args.workspace_mb,
         calibration_images=args.calibration_images,
         frames_in_flight=in_flight,
-        classes=[name.strip() for name in (args.classes or "").split(",") if name.strip()],
+        classes=listed_names(args.classes),
     )
     if in_flight > 1 and detector.engine.frames_in_flight != in_flight:
         log.warning("--frames-in-flight %d is for ONNX Runtime; %s runs one frame at a time",
                     in_flight, detector.backend)
     return detector
+
+
+def listed_names(text):
+    """'person, car,' (--classes, ?classes=) -> ['person', 'car']."""
+    return [name.strip() for name in (text or "").split(",") if name.strip()]
 
 
 def result_record(image, width, height, backend, inference_ms, detections):
@@ -169,7 +174,23 @@ def annotated_path(out, path, video=False):
     return os.path.join(out, stem + (ext if ext.lower() in (".jpg", ".jpeg", ".png", ".bmp") else ".jpg"))
 
 
+def detect_inputs(paths):
+    """The files `detect` reads: those given, and for a folder its images and videos in name order
+    (other files there are left out, as a folder --source does; not its subfolders). A folder with
+    none stays as given, for its error."""
+    inputs = []
+    for path in paths:
+        found = []
+        if os.path.isdir(path):
+            found = sorted(os.path.join(path, name) for name in os.listdir(path)
+                           if name.lower().endswith(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+                           and os.path.isfile(os.path.join(path, name)))
+        inputs.extend(found or [path])
+    return inputs
+
+
 def cmd_detect(args):
+    args.images = detect_inputs(args.images)
     videos = {path for path in args.images if is_video(path)}
     if args.out:
         written_by = {}  # annotated copy -> its input
@@ -252,7 +273,7 @@ def why_not_an_image(path):
     if not os.path.exists(path):
         return "no such file"
     if os.path.isdir(path):
-        return "a folder, not an image"
+        return "a folder with no images or videos ({})".format(" ".join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS))
     return "not an image OpenCV can read"
 
 
@@ -570,10 +591,10 @@ def create_app(settings=None, start=False):
         """(frame, detections, record, camera) of a received upload, in an upload place."""
         frame = decode_upload(data, max_pixels)
         camera = pipeline.get()
-        classes = request.args.get("classes")
+        classes = listed_names(request.args.get("classes"))
         if classes:
             try:
-                thresholds["class_filter"] = camera.detector.class_ids(classes.split(","), asked_by="classes")
+                thresholds["class_filter"] = camera.detector.class_ids(classes, asked_by="classes")
             except ModelError as exc:
                 raise HttpError(400, str(exc))
         try:
@@ -1208,8 +1229,9 @@ def build_parser():
         description="Detect objects in images and videos. Prints one JSON object per image or video "
                     "frame (image, width, height, backend, inference_ms, detections; a frame adds "
                     "frame and time) and writes annotated copies with --out (a video's as an MJPG "
-                    ".avi). Unreadable files are reported on stderr and make the exit status 1.")
-    detect.add_argument("images", nargs="+", metavar="FILE")
+                    ".avi). A folder stands for its images and videos, in name order. Unreadable files "
+                    "are reported on stderr and make the exit status 1.")
+    detect.add_argument("images", nargs="+", metavar="FILE|FOLDER")
     detect.add_argument("--out", metavar="DIR", help="write annotated copies here")
     add_model_options(detect)
     detect.set_defaults(handler=cmd_detect)

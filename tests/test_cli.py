@@ -143,11 +143,13 @@ def test_detect_never_overwrites_its_inputs_and_reports_what_it_cannot_write(tmp
     assert scene.read_bytes() == original
     result = run("detect", str(scene), "--out", str(scene / "out"), "--model", red_square_model)
     assert result.returncode == 2 and "error: cannot create --out" in result.stderr
-    result = run("detect", str(scene), str(tmp_path), "--out", "/proc/self", "--model", red_square_model)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run("detect", str(scene), str(empty), "--out", "/proc/self", "--model", red_square_model)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert json.loads(result.stdout)["image"] == str(scene)  # still detected and printed
     assert "cannot write /proc/self/scene.png" in result.stderr
-    assert "{}: a folder, not an image".format(tmp_path) in result.stderr
+    assert "{}: a folder with no images or videos (.jpg".format(empty) in result.stderr
     twin = tmp_path / "twin" / "scene.png"
     twin.parent.mkdir()
     twin.write_bytes(original)
@@ -215,6 +217,25 @@ def test_detect_reads_a_video_frame_by_frame(tmp_path, red_square_model):
     assert not annotated.read()[0]
     refused = run("detect", str(video), "--out", str(tmp_path), "--model", red_square_model)
     assert refused.returncode == 2 and "would overwrite {} with its annotated copy".format(video) in refused.stderr
+
+
+def test_detect_reads_a_folders_images_and_videos_in_name_order(tmp_path, red_square_model):
+    folder = tmp_path / "shots"
+    (folder / "older").mkdir(parents=True)
+    cv2.imwrite(str(folder / "b.png"), red_square_scene())
+    cv2.imwrite(str(folder / "A.JPG"), red_square_scene())
+    cv2.imwrite(str(folder / "older" / "c.png"), red_square_scene())  # not its subfolders
+    write_clip(folder / "d.avi", [red_square_scene()] * 2, 10)
+    (folder / "notes.txt").write_text("left out, as a folder --source leaves it")
+    out = tmp_path / "out"
+    result = run("detect", str(folder), "--out", str(out), "--model", red_square_model, "--backend", "onnxruntime")
+    assert result.returncode == 0 and result.stderr.count("error") == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["image"], r.get("frame")) for r in records] == [
+        (str(folder / "A.JPG"), None), (str(folder / "b.png"), None), (str(folder / "d.avi"), 0),
+        (str(folder / "d.avi"), 1)]
+    assert all(r["detections"] for r in records)
+    assert sorted(os.listdir(str(out))) == ["A.JPG", "b.png", "d.avi"]
 
 
 def test_detect_stops_quietly_when_its_reader_goes(tmp_path, red_square_model):

@@ -236,6 +236,7 @@ def test_an_upload_can_ask_for_its_own_thresholds_and_classes(server):
     found = detect("")
     assert found and detect("?conf=1") == [] and detect("?classes=person") == []
     assert detect("?classes=person,aeroplane") == found
+    assert detect("?classes=person,%20aeroplane,") == found  # as --classes 'person, aeroplane,' reads
     assert len(detect("?iou=1")) > len(found) > len(detect("?iou=0"))
     assert detect("?conf=high") == (400, "conf=high is not a number from 0 to 1")
     assert detect("?iou=2") == (400, "iou=2 is not a number from 0 to 1")
