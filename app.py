@@ -1149,7 +1149,8 @@ def add_serve_options(parser):
     group.add_argument("--port", type=port_number, default=env("PORT", 8080), help="default %(default)s")
     group.add_argument("--source", default=env("SOURCE", "auto"),
                        help="0 or /dev/videoN (USB camera), csi://0 (Jetson CSI camera), rtsp://... or "
-                            "http://... (network stream), a video file, a folder of images, or test:// "
+                            "http://... (network stream, or a camera's snapshot URL), a video file, a folder of "
+                            "images, or test:// "
                             "(synthetic scene). auto: the first USB camera, else test:// "
                             "(default %(default)s)")
     group.add_argument("--width", type=ranged(*CAPTURE_LIMITS["width"]), default=env("WIDTH", 640),

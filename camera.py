@@ -13,12 +13,15 @@ has a timeout, so a dead stage or source can never hang a viewer.
 import collections
 import functools
 import glob
+import http.client
 import logging
 import os
 import re
 import threading
 import time
+import urllib.error
 import urllib.parse
+import urllib.request
 
 import cv2
 import numpy as np
@@ -315,6 +318,112 @@ class OpenCVSource(FrameSource):
             self.capture = None
 
 
+class HTTPSource(OpenCVSource):
+    """An http(s):// camera: a stream OpenCV reads (MJPEG), or a snapshot URL that answers one
+    picture per request, which is asked again for each frame, at most `fps` times a second.
+    The camera's first answer tells which, and why one cannot be read (a 404, a login
+    wanted, a web page rather than the stream)."""
+
+    MAX_PICTURE_BYTES = 20 << 20
+
+    def __init__(self, uri, fps):
+        super(HTTPSource, self).__init__(uri, uri, cv2.CAP_FFMPEG)
+        self.url, self.opener = _camera_opener(uri)
+        self.snapshot_fps = fps
+        self.picture = None  # a snapshot URL's latest answer (bytes); None while a stream
+        self.picture_type = ""
+        self.picture_unused = False  # the answer to open(), the first frame
+
+    def open(self):
+        self.picture = None
+        kind, picture, problem = self._ask()
+        if picture is not None:
+            if cv2.imdecode(np.frombuffer(picture, np.uint8), cv2.IMREAD_COLOR) is None:
+                raise SourceError("{} answers {} that OpenCV cannot decode".format(self.uri, kind))
+            self.picture, self.picture_type, self.picture_unused = picture, kind, True
+            self.interval = 1.0 / self.snapshot_fps
+            self.next_due = time.monotonic() + self.interval
+            return
+        try:
+            super(HTTPSource, self).open()
+        except SourceError:
+            if problem is None:
+                problem = "it is a web page (text/html), not the video stream: give the stream's own URL" \
+                    if kind == "text/html" else "it answers {}, which OpenCV cannot read as a video".format(kind)
+            raise SourceError("cannot open {}: {}".format(self.uri, problem))
+
+    def _ask(self):
+        """(Content-Type, the picture if the answer is one, else None, what went wrong or None).
+        A stream's answer is left unread."""
+        try:
+            with self.opener.open(self.url, timeout=5) as answer:
+                kind = answer.headers.get_content_type()
+                if not kind.startswith("image/"):
+                    return kind, None, None
+                picture = answer.read(self.MAX_PICTURE_BYTES + 1)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            login = ""
+            if exc.code == 401:
+                login = ": the user name or password in the URL is wrong" if self.url != self.target else \
+                    ": give the camera's user name and password in the URL, http://USER:PASSWORD@host/..."
+            reason = http.client.responses.get(exc.code, exc.reason)
+            return "", None, "it answers {} {}{}".format(exc.code, reason, login)
+        except urllib.error.URLError as exc:
+            return "", None, "cannot reach it: {}".format(getattr(exc.reason, "strerror", None) or exc.reason)
+        except Exception as exc:  # timeouts, a reset, an answer that is no HTTP: OpenCV may do better
+            return "", None, "cannot read its answer: {}".format(exc)
+        if len(picture) > self.MAX_PICTURE_BYTES:
+            return kind, None, "it answers a picture of over {} MB".format(self.MAX_PICTURE_BYTES >> 20)
+        return kind, picture, None
+
+    def mode(self):
+        if self.picture is None:
+            return super(HTTPSource, self).mode()
+        return "snapshot URL ({}), asked at most {:g} times a second".format(self.picture_type, self.snapshot_fps)
+
+    def grab(self):
+        if self.picture is None:
+            return super(HTTPSource, self).grab()
+        if self.picture_unused:
+            self.picture_unused = False
+            return True
+        delay = self.next_due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        self.next_due = max(self.next_due + self.interval, time.monotonic())
+        _, picture, problem = self._ask()
+        if picture is None:
+            log.warning("%s: %s", self.uri, problem or "it no longer answers a picture")
+            return False
+        self.picture = picture
+        return True
+
+    def retrieve(self):
+        if self.picture is None:
+            return super(HTTPSource, self).retrieve()
+        return cv2.imdecode(np.frombuffer(self.picture, np.uint8), cv2.IMREAD_COLOR)
+
+
+def _camera_opener(uri):
+    """(`uri` without its user:password@, a urllib opener that logs in with them, by Basic or
+    Digest authentication as the camera asks). Certificates are not checked, as FFmpeg does
+    not: cameras serve HTTPS with certificates of their own making."""
+    import ssl
+    parts = urllib.parse.urlsplit(uri)
+    unverified = ssl.create_default_context()
+    unverified.check_hostname, unverified.verify_mode = False, ssl.CERT_NONE
+    handlers = [urllib.request.HTTPSHandler(context=unverified)]
+    url = uri
+    if parts.username is not None:
+        url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        passwords = urllib.request.HTTPPasswordMgrWithDefaultRealm()
+        passwords.add_password(None, url, urllib.parse.unquote(parts.username),
+                               urllib.parse.unquote(parts.password or ""))
+        handlers += [urllib.request.HTTPBasicAuthHandler(passwords), urllib.request.HTTPDigestAuthHandler(passwords)]
+    return url, urllib.request.build_opener(*handlers)
+
+
 def reported_fps(capture):
     """The frames per second a video reports, or 30 where it reports none that makes sense."""
     fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
@@ -438,7 +547,9 @@ def _plain_source(uri, width, height, fps, loop):
         return OpenCVSource(uri, target, cv2.CAP_V4L2, size, fps,
                             hint="is a camera plugged in and free (v4l2-ctl --list-devices), and "
                                  "passed to the container with --device?")
-    if uri.startswith(("rtsp://", "rtmp://", "http://", "https://")):
+    if uri.startswith(("http://", "https://")):
+        return HTTPSource(uri, fps)
+    if uri.startswith(("rtsp://", "rtmp://")):
         return OpenCVSource(uri, uri, cv2.CAP_FFMPEG, hint="is the stream URL reachable from here?")
     path = uri[len("file://"):] if uri.startswith("file://") else uri
     slide_show_fps = fps if fps and fps < 30 else 2.0

@@ -69,6 +69,26 @@ def taken_port():
         yield taken.getsockname()[1]
 
 
+@contextlib.contextmanager
+def http_server(handler):
+    """A threaded HTTP server of `handler` (a BaseHTTPRequestHandler class) on a loopback
+    port while the block runs: (its base URL, the server)."""
+    import http.server
+    import socketserver
+
+    class ThreadingServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
+        daemon_threads = True  # http.server.ThreadingHTTPServer, which Python 3.6 lacks
+
+    server = ThreadingServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield "http://127.0.0.1:{}".format(server.server_address[1]), server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -2,10 +2,8 @@
 import hashlib
 import http.server
 import os
-import socketserver
 import subprocess
 import sys
-import threading
 
 import cv2
 import numpy as np
@@ -15,6 +13,7 @@ from onnx import TensorProto, helper
 
 import onnx_models
 import yolo_tool
+from streaming import http_server
 from get_engine import ModelError, create_engine
 from yolo_tool import Detector, download, resolve_model
 
@@ -155,19 +154,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class _ThreadingServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    """http.server.ThreadingHTTPServer, which Python 3.6 lacks (tests/test_python36.py)."""
-    daemon_threads = True
-
-
 @pytest.fixture
 def server():
-    httpd = _ThreadingServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield "http://127.0.0.1:{}".format(httpd.server_address[1])
-    httpd.shutdown()
-    httpd.server_close()
+    with http_server(_Handler) as (url, _):
+        yield url
 
 
 def test_download_verifies_and_saves(server, tmp_path):

@@ -1,6 +1,9 @@
 """The Camera pipeline in-process: sources, encoder choice, status frames, idle stop."""
+import hashlib
+import http.server
 import itertools
 import os
+import re
 import threading
 import time
 
@@ -9,8 +12,8 @@ import numpy as np
 import pytest
 
 from camera import STAGGER, Camera, SourceError, SyntheticSource, csi_pipeline, fastest_encoder, jpeg_encoders, \
-    open_source
-from streaming import red_square_scene, wait_until, write_clip
+    open_source, without_secrets
+from streaming import basic_auth, free_port, http_server, red_square_scene, wait_until, write_clip
 from yolo_tool import Detector
 
 
@@ -73,7 +76,6 @@ def test_unknown_or_undecodable_source_is_a_clear_error(tmp_path):
 def test_a_source_is_shown_without_its_secrets():
     """Viewers see the source in /api/stats and in status banners: a camera's password, and
     query values named like one, are replaced; everything else is shown as given."""
-    from camera import without_secrets
     assert without_secrets("rtsp://admin:s3cret@10.0.0.2:554/live?channel=1") == \
         "rtsp://admin:***@10.0.0.2:554/live?channel=1"
     assert without_secrets("http://cam/video.cgi?user=admin&pwd=s3cret&apikey=k") == \
@@ -84,6 +86,133 @@ def test_a_source_is_shown_without_its_secrets():
     assert source.uri == "rtsp://admin:***@127.0.0.1:1/live" and source.target == "rtsp://admin:s3cret@127.0.0.1:1/live"
     with pytest.raises(SourceError, match=r"^cannot open rtsp://admin:\*\*\*@127"):
         source.open()
+
+
+class IPCamera(http.server.BaseHTTPRequestHandler):
+    """An IP camera's web server: snapshot.jpg answers a picture (counted in the server's
+    `snapshots`), video.mjpg an MJPEG stream of 40 frames at 20 FPS, index.html a page,
+    anything else 404; under /basic/ and /digest/ the camera wants that login, admin:s3cret."""
+
+    def do_GET(self):
+        if self.path.startswith("/basic/") and \
+                self.headers.get("Authorization") != basic_auth("admin", "s3cret")["Authorization"]:
+            return self.wants_login('Basic realm="camera"')
+        if self.path.startswith("/digest/") and not self.digest_login_is_right():
+            return self.wants_login('Digest realm="camera", nonce="{}", qop="auth", algorithm=MD5'.format(NONCE))
+        name = self.path.rsplit("/", 1)[-1]
+        jpeg = cv2.imencode(".jpg", red_square_scene())[1].tobytes()
+        if name == "snapshot.jpg":
+            self.server.snapshots += 1
+            self.answer("image/jpeg", jpeg)
+        elif name == "index.html":
+            self.answer("text/html", b"<html><body><img src='video.mjpg'></body></html>")
+        elif name == "video.mjpg":
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            try:
+                for _ in range(40):
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: " +
+                                     str(len(jpeg)).encode() + b"\r\n\r\n" + jpeg + b"\r\n")
+                    time.sleep(0.05)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # a client that only looked at the headers
+        else:
+            self.send_error(404)
+
+    def answer(self, content_type, body):
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def wants_login(self, challenge):
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", challenge)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def digest_login_is_right(self):
+        """RFC 7616's answer with qop=auth, as a camera checks it."""
+        header = self.headers.get("Authorization", "")
+        if not header.startswith("Digest "):
+            return False
+        fields = {name: quoted or plain for name, quoted, plain in re.findall(r'(\w+)=(?:"([^"]*)"|([^,\s]*))', header)}
+
+        def md5(text):
+            return hashlib.md5(text.encode()).hexdigest()
+        expected = md5(":".join([md5("admin:camera:s3cret"), NONCE, fields.get("nc", ""), fields.get("cnonce", ""),
+                                 "auth", md5("GET:" + fields.get("uri", ""))]))
+        return fields.get("username") == "admin" and fields.get("response") == expected
+
+    def log_message(self, *args):
+        pass
+
+
+NONCE = "dcd98b7102dd2f0e8b11d0f600bfb0c093"
+
+
+@pytest.fixture
+def ip_camera():
+    with http_server(IPCamera) as (url, server):
+        server.snapshots = 0
+        yield url, server
+
+
+def test_a_cameras_snapshot_url_is_asked_again_for_each_frame(ip_camera, red_square_model):
+    """Cheap IP cameras offer a picture per request rather than a stream: each frame is one
+    request, at most --fps a second; an MJPEG stream read as once would end after one frame."""
+    url, server = ip_camera
+    source = open_source(url + "/snapshot.jpg", fps=10)
+    source.open()
+    assert source.mode() == "snapshot URL (image/jpeg), asked at most 10 times a second"
+    started = time.monotonic()
+    frames = [read(source) for _ in range(5)]
+    assert all(np.abs(frame.astype(int) - red_square_scene()).mean() < 4 for frame in frames)
+    assert server.snapshots == 5 and time.monotonic() - started >= 0.35  # the open's answer is the first
+    camera = Camera(open_source(url + "/snapshot.jpg", fps=20), Detector(red_square_model)).start()
+    try:
+        assert wait_until(lambda: camera.stats()["frames_published"] >= 20, 20)
+        stats = camera.stats()
+        assert stats["state"] == "streaming" and stats["reconnects"] == 0
+        assert [d.label for d in camera.latest_frame().detections][:1] == ["aeroplane"]
+    finally:
+        camera.stop()
+
+
+def test_a_cameras_mjpeg_stream_and_logins(ip_camera):
+    url, _ = ip_camera
+    host = url[len("http://"):]
+    for uri in (url + "/video.mjpg", "http://admin:s3cret@{}/basic/video.mjpg".format(host)):
+        source = open_source(uri)
+        source.open()
+        try:
+            assert source.mode().startswith("320x240 ") and read(source).shape == (240, 320, 3)
+        finally:
+            source.close()
+    for login in ("basic", "digest"):
+        source = open_source("http://admin:s3cret@{}/{}/snapshot.jpg".format(host, login))
+        source.open()
+        assert source.mode().startswith("snapshot URL") and read(source).shape == (240, 320, 3)
+        assert source.uri == "http://admin:***@{}/{}/snapshot.jpg".format(host, login)
+
+
+def test_an_http_source_that_cannot_be_read_says_why(ip_camera):
+    url, _ = ip_camera
+    host = url[len("http://"):]
+    closed = free_port()  # nothing listens there
+    for uri, why in (
+            (url + "/index.html", "it is a web page (text/html), not the video stream: give the stream's own URL"),
+            (url + "/nothing.mjpg", "it answers 404 Not Found"),
+            (url + "/digest/snapshot.jpg", "it answers 401 Unauthorized: give the camera's user name and password "
+                                           "in the URL, http://USER:PASSWORD@host/..."),
+            ("http://admin:wrong@{}/basic/snapshot.jpg".format(host),
+             "it answers 401 Unauthorized: the user name or password in the URL is wrong"),
+            ("http://127.0.0.1:{}/video.mjpg".format(closed), "cannot reach it: Connection refused")):
+        with pytest.raises(SourceError) as error:
+            open_source(uri).open()
+        assert str(error.value) == "cannot open {}: {}".format(without_secrets(uri), why)
 
 
 class CameraWithOneMode(object):
