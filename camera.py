@@ -17,6 +17,7 @@ import http.client
 import logging
 import os
 import re
+import socket
 import threading
 import time
 import urllib.error
@@ -405,6 +406,101 @@ class HTTPSource(OpenCVSource):
         return cv2.imdecode(np.frombuffer(self.picture, np.uint8), cv2.IMREAD_COLOR)
 
 
+class RTSPSource(OpenCVSource):
+    """An rtsp:// camera, read by OpenCV's FFmpeg. When it cannot be opened, the camera's
+    answer to DESCRIBE (a player's first request) says why: no stream at that path, a login
+    wanted, or a wrong one."""
+
+    def __init__(self, uri):
+        super(RTSPSource, self).__init__(uri, uri, cv2.CAP_FFMPEG)
+
+    def open(self):
+        try:
+            super(RTSPSource, self).open()
+        except SourceError:
+            raise SourceError("cannot open {}: {}".format(self.uri, rtsp_refusal(self.target) or
+                                                          "its server answers, but OpenCV cannot read the stream"))
+
+
+def rtsp_refusal(uri, timeout=5.0):
+    """Why the RTSP server of `uri` refuses it, from its answer to DESCRIBE with the URL's
+    login (Digest or Basic, as the server asks); None when it accepts."""
+    parts = urllib.parse.urlsplit(uri)
+    url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    login = None
+    try:
+        for _ in range(2):
+            status, reason, challenges = _rtsp_describe(parts.hostname, parts.port or 554, url, login, timeout)
+            if status != 401 or login is not None or parts.username is None:
+                break
+            login = _authorization(challenges, "DESCRIBE", url, urllib.parse.unquote(parts.username),
+                                   urllib.parse.unquote(parts.password or ""))
+            if login is None:
+                break
+    except OSError as exc:
+        return "cannot reach it: {}".format(exc.strerror or exc)
+    except ValueError:
+        return "it does not answer RTSP"
+    if status == 401:
+        return "it answers 401 Unauthorized: " + ("the user name or password in the URL is wrong"
+                                                  if parts.username is not None else
+                                                  "give the camera's user name and password in the URL, "
+                                                  "rtsp://USER:PASSWORD@host/...")
+    if status >= 300:
+        return "it answers {} {}".format(status, reason)
+    return None
+
+
+def _rtsp_describe(host, port, url, authorization, timeout):
+    """(status, reason, WWW-Authenticate values) of one DESCRIBE of `url`."""
+    request = "DESCRIBE {} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\nUser-Agent: streamdetect\r\n{}\r\n".format(
+        url, "Authorization: {}\r\n".format(authorization) if authorization else "")
+    with socket.create_connection((host, port), timeout) as connection:
+        connection.sendall(request.encode())
+        answer = b""
+        while b"\r\n\r\n" not in answer and len(answer) < 65536:
+            chunk = connection.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    lines = answer.split(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+    version, _, rest = lines[0].partition(" ")
+    code, _, reason = rest.partition(" ")
+    if not version.startswith("RTSP/") or not code.isdigit():
+        raise ValueError("not an RTSP answer")
+    challenges = [line.split(":", 1)[1].strip() for line in lines[1:] if line.lower().startswith("www-authenticate:")]
+    return int(code), reason, challenges
+
+def _authorization(challenges, method, url, user, password):
+    """The Authorization header that answers a server's WWW-Authenticate challenges with this
+    login: Digest (MD5, as cameras ask) where offered, else Basic; None for schemes not known."""
+    import base64
+    import hashlib
+
+    def md5(text):
+        return hashlib.md5(text.encode()).hexdigest()
+    for challenge in sorted(challenges, key=lambda text: not text.lower().startswith("digest")):
+        scheme, _, rest = challenge.partition(" ")
+        if scheme.lower() == "basic":
+            return "Basic " + base64.b64encode("{}:{}".format(user, password).encode()).decode()
+        fields = {name.lower(): quoted or plain for name, quoted, plain in
+                  re.findall(r'(\w+)=(?:"([^"]*)"|([^,\s]*))', rest)}
+        if scheme.lower() != "digest" or fields.get("algorithm", "MD5").upper() != "MD5":
+            continue
+        realm, nonce = fields.get("realm", ""), fields.get("nonce", "")
+        secret, request = md5("{}:{}:{}".format(user, realm, password)), md5("{}:{}".format(method, url))
+        header = 'Digest username="{}", realm="{}", nonce="{}", uri="{}"'.format(user, realm, nonce, url)
+        if "auth" in [qop.strip() for qop in fields.get("qop", "").split(",")]:
+            cnonce = "".join("{:02x}".format(byte) for byte in os.urandom(8))
+            response = md5(":".join([secret, nonce, "00000001", cnonce, "auth", request]))
+            header += ', qop=auth, nc=00000001, cnonce="{}"'.format(cnonce)
+        else:
+            response = md5(":".join([secret, nonce, request]))
+        header += ', response="{}"'.format(response)
+        return header + (', opaque="{}"'.format(fields["opaque"]) if "opaque" in fields else "")
+    return None
+
+
 def _camera_opener(uri):
     """(`uri` without its user:password@, a urllib opener that logs in with them, by Basic or
     Digest authentication as the camera asks). Certificates are not checked, as FFmpeg does
@@ -549,7 +645,9 @@ def _plain_source(uri, width, height, fps, loop):
                                  "passed to the container with --device?")
     if uri.startswith(("http://", "https://")):
         return HTTPSource(uri, fps)
-    if uri.startswith(("rtsp://", "rtmp://")):
+    if uri.startswith("rtsp://"):
+        return RTSPSource(uri)
+    if uri.startswith("rtmp://"):
         return OpenCVSource(uri, uri, cv2.CAP_FFMPEG, hint="is the stream URL reachable from here?")
     path = uri[len("file://"):] if uri.startswith("file://") else uri
     slide_show_fps = fps if fps and fps < 30 else 2.0

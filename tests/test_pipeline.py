@@ -4,8 +4,10 @@ import http.server
 import itertools
 import os
 import re
+import socketserver
 import threading
 import time
+import urllib.parse
 
 import cv2
 import numpy as np
@@ -97,7 +99,7 @@ class IPCamera(http.server.BaseHTTPRequestHandler):
         if self.path.startswith("/basic/") and \
                 self.headers.get("Authorization") != basic_auth("admin", "s3cret")["Authorization"]:
             return self.wants_login('Basic realm="camera"')
-        if self.path.startswith("/digest/") and not self.digest_login_is_right():
+        if self.path.startswith("/digest/") and not digest_login_is_right(self.headers.get("Authorization"), "GET"):
             return self.wants_login('Digest realm="camera", nonce="{}", qop="auth", algorithm=MD5'.format(NONCE))
         name = self.path.rsplit("/", 1)[-1]
         jpeg = cv2.imencode(".jpg", red_square_scene())[1].tobytes()
@@ -133,24 +135,26 @@ class IPCamera(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def digest_login_is_right(self):
-        """RFC 7616's answer with qop=auth, as a camera checks it."""
-        header = self.headers.get("Authorization", "")
-        if not header.startswith("Digest "):
-            return False
-        fields = {name: quoted or plain for name, quoted, plain in re.findall(r'(\w+)=(?:"([^"]*)"|([^,\s]*))', header)}
-
-        def md5(text):
-            return hashlib.md5(text.encode()).hexdigest()
-        expected = md5(":".join([md5("admin:camera:s3cret"), NONCE, fields.get("nc", ""), fields.get("cnonce", ""),
-                                 "auth", md5("GET:" + fields.get("uri", ""))]))
-        return fields.get("username") == "admin" and fields.get("response") == expected
-
     def log_message(self, *args):
         pass
 
 
 NONCE = "dcd98b7102dd2f0e8b11d0f600bfb0c093"
+
+
+def digest_login_is_right(header, method):
+    """Whether an Authorization header is RFC 7616's answer (MD5, with or without qop=auth) to
+    our NONCE for admin:s3cret, as a camera checks it."""
+    if not (header or "").startswith("Digest "):
+        return False
+    fields = {name: quoted or plain for name, quoted, plain in re.findall(r'(\w+)=(?:"([^"]*)"|([^,\s]*))', header)}
+
+    def md5(text):
+        return hashlib.md5(text.encode()).hexdigest()
+    request = md5(method + ":" + fields.get("uri", ""))
+    parts = [fields.get("nc", ""), fields.get("cnonce", ""), "auth"] if fields.get("qop") == "auth" else []
+    expected = md5(":".join([md5("admin:camera:s3cret"), NONCE] + parts + [request]))
+    return fields.get("username") == "admin" and fields.get("response") == expected
 
 
 @pytest.fixture
@@ -213,6 +217,55 @@ def test_an_http_source_that_cannot_be_read_says_why(ip_camera):
         with pytest.raises(SourceError) as error:
             open_source(uri).open()
         assert str(error.value) == "cannot open {}: {}".format(without_secrets(uri), why)
+
+
+class RTSPCamera(socketserver.StreamRequestHandler):
+    """An RTSP camera's answers to DESCRIBE: /stream1 wants the login admin:s3cret by Digest
+    (without qop, as cameras ask), /open wants none; anything else is 404. Neither
+    gives a stream: an SDP OpenCV cannot play."""
+
+    def handle(self):
+        lines = []
+        while True:
+            line = self.rfile.readline().decode("latin-1").strip()
+            if not line:
+                break
+            lines.append(line)
+        method, url, _ = lines[0].split(" ")
+        headers = dict(line.split(": ", 1) for line in lines[1:])
+        path = urllib.parse.urlsplit(url).path
+        if path == "/stream1" and not digest_login_is_right(headers.get("Authorization"), method):
+            answer = ['RTSP/1.0 401 Unauthorized', 'WWW-Authenticate: Basic realm="camera"',
+                      'WWW-Authenticate: Digest realm="camera", nonce="{}"'.format(NONCE)]
+        elif path in ("/stream1", "/open"):
+            answer = ["RTSP/1.0 200 OK", "Content-Type: application/sdp", "Content-Length: 0"]
+        else:
+            answer = ["RTSP/1.0 404 Not Found"]
+        self.wfile.write("\r\n".join(answer + ["CSeq: " + headers.get("CSeq", "0"), "", ""]).encode())
+
+
+def test_an_rtsp_source_that_cannot_be_read_says_why():
+    """OpenCV says only that it cannot open an RTSP stream; the camera's answer says why."""
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), RTSPCamera)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = "127.0.0.1:{}".format(server.server_address[1])
+    try:
+        for uri, why in (
+                ("rtsp://admin:s3cret@{}/stream2", "it answers 404 Not Found"),
+                ("rtsp://{}/stream1", "it answers 401 Unauthorized: give the camera's user name and password in "
+                                      "the URL, rtsp://USER:PASSWORD@host/..."),
+                ("rtsp://admin:wrong@{}/stream1", "it answers 401 Unauthorized: the user name or password in the "
+                                                  "URL is wrong"),
+                ("rtsp://admin:s3cret@{}/stream1", "its server answers, but OpenCV cannot read the stream"),
+                ("rtsp://{}/open", "its server answers, but OpenCV cannot read the stream"),
+                ("rtsp://127.0.0.1:{}/stream1".format(free_port()), "cannot reach it: Connection refused")):
+            uri = uri.format(host)
+            with pytest.raises(SourceError) as error:
+                open_source(uri).open()
+            assert str(error.value) == "cannot open {}: {}".format(without_secrets(uri), why)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 class CameraWithOneMode(object):
