@@ -474,12 +474,34 @@ def read_body(stream, limit):
     return b"".join(chunks)
 
 
+BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+")
+
+
+def picture_bytes(data):
+    """An upload's picture: its bytes as sent, or as a browser script may send it, in base64:
+    bare, as a data: URL, or as JSON {"image": "..."}."""
+    if data.lstrip()[:1] == b"{":
+        try:
+            data = json.loads(data.decode("utf-8"))["image"].encode("ascii")
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeError):
+            raise HttpError(400, 'a JSON upload is {"image": "<the picture in base64>"}')
+    if data[:5] == b"data:":
+        data = data.partition(b",")[2]
+    if BASE64_TEXT.fullmatch(data):
+        try:
+            return base64.b64decode(b"".join(data.split()), validate=True)
+        except ValueError:
+            pass  # not base64 after all: said as not an image
+    return data
+
+
 def decode_upload(data, max_pixels):
     """Uploaded bytes -> BGR image, checking the pixel count before decoding."""
     from PIL import Image
     if not data:
         raise HttpError(400, "no image received; send it as the multipart field 'image' or as the "
                              "raw request body")
+    data = picture_bytes(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -528,6 +550,10 @@ def create_app(settings=None, start=False):
     def werkzeug_error(exc):
         if exc.code == 413:
             message = upload_too_large(settings.max_upload_mb)
+        elif exc.code == 405:
+            message = "{} takes {}, not {}{}".format(
+                request.path, " or ".join(sorted(set(exc.valid_methods or ()) - {"HEAD", "OPTIONS"})), request.method,
+                ": POST an image (curl -F image=@photo.jpg URL)" if request.path == "/api/detect" else "")
         else:
             message = "{}: {}".format(exc.name, exc.description)
         response = jsonify(error=message)

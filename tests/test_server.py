@@ -1,6 +1,8 @@
 """The streaming server as clients see it: `python app.py serve` on loopback,
 a test:// source and the red-square model, real HTTP clients."""
+import base64
 import http.client
+import json
 import threading
 import time
 
@@ -202,6 +204,16 @@ def test_uploads_good_and_bad(server):
         status, record = get_json(server.port, "/api/detect", method="POST", body=data,
                                   headers={"Content-Type": "application/octet-stream"})
         assert status == want_status and want_text in record["error"], (want_status, record)
+    encoded = base64.b64encode(jpeg)  # as a browser script has it (FileReader, canvas.toDataURL)
+    for body in (encoded, b"data:image/jpeg;base64," + encoded, b'{"image": "' + encoded + b'"}',
+                 json.dumps({"image": "data:image/jpeg;base64," + encoded.decode()}).encode()):
+        status, record = get_json(server.port, "/api/detect", method="POST", body=body,
+                                  headers={"Content-Type": "application/json" if body[:1] == b"{" else "text/plain"})
+        assert status == 200 and record["detections"], body[:40]
+    assert get_json(server.port, "/api/detect", method="POST", body=b'{"picture": "abc"}') == (
+        400, {"error": 'a JSON upload is {"image": "<the picture in base64>"}'})
+    assert get_json(server.port, "/api/detect") == (
+        405, {"error": "/api/detect takes POST, not GET: POST an image (curl -F image=@photo.jpg URL)"})
     body, headers = multipart("photo", "x.jpg", jpeg)  # the one file sent, under another name
     status, record = get_json(server.port, "/api/detect", method="POST", body=body, headers=headers)
     assert status == 200 and record["image"] == "x.jpg" and record["detections"]
