@@ -174,23 +174,22 @@ def annotated_path(out, path, video=False):
     return os.path.join(out, stem + (ext if ext.lower() in (".jpg", ".jpeg", ".png", ".bmp") else ".jpg"))
 
 
-def detect_inputs(paths):
-    """The files `detect` reads: those given, and for a folder its images and videos in name order
-    (other files there are left out, as a folder --source does; not its subfolders). A folder with
-    none stays as given, for its error."""
+def files_named(paths, extensions):
+    """The files a command reads: those given, and for a folder its files with these extensions
+    in name order (others there are left out, as a folder --source does; not its subfolders).
+    A folder with none stays as given, for its error."""
     inputs = []
     for path in paths:
         found = []
         if os.path.isdir(path):
             found = sorted(os.path.join(path, name) for name in os.listdir(path)
-                           if name.lower().endswith(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
-                           and os.path.isfile(os.path.join(path, name)))
+                           if name.lower().endswith(extensions) and os.path.isfile(os.path.join(path, name)))
         inputs.extend(found or [path])
     return inputs
 
 
 def cmd_detect(args):
-    args.images = detect_inputs(args.images)
+    args.images = files_named(args.images, IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
     videos = {path for path in args.images if is_video(path)}
     if args.out:
         written_by = {}  # annotated copy -> its input
@@ -337,10 +336,10 @@ def cmd_compare(args):
     from get_engine import auto_backends
     backends = args.backends.split(",") if args.backends else auto_backends()[0]
     images = []
-    for path in args.images:
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
+    for path in files_named(args.images, IMAGE_EXTENSIONS):
+        image = cv2.imread(path, cv2.IMREAD_COLOR) if os.path.isfile(path) else None
         if image is None:
-            raise ModelError("{} is not an image OpenCV can read".format(path))
+            raise ModelError("{}: {}".format(path, why_not_an_image(path)))
         images.append((path, image))
     if not images:
         from camera import SyntheticSource
@@ -1287,10 +1286,11 @@ def build_parser():
 
     compare = commands.add_parser(
         "compare", parents=[common], help="run the model on each backend and compare them",
-        description="Run one model on each available backend over a few images (default: test:// "
-                    "frames): median inference time, the largest raw-output difference from the first "
-                    "backend, and whether the detections are the same. Exit status 1 if they differ.")
-    compare.add_argument("images", nargs="*", metavar="IMAGE")
+        description="Run one model on each available backend over a few images (a folder: its images; "
+                    "default: test:// frames): median inference time, the largest raw-output difference "
+                    "from the first backend, and whether the detections are the same. Exit status 1 if "
+                    "they differ.")
+    compare.add_argument("images", nargs="*", metavar="IMAGE|FOLDER")
     compare.add_argument("--backends", help="comma-separated, in order (default: all available)")
     compare.add_argument("--frames", type=ranged(int, 1), default=5,
                          help="test:// frames without images (default %(default)s)")

@@ -310,13 +310,21 @@ def test_check_tells_what_auto_will_use():
     assert "auto backend  onnxruntime" in result.stdout or "auto backend  tensorrt" in result.stdout
 
 
-def test_compare_onnxruntime_and_opencv(tiny_yolov2_model):
+def test_compare_onnxruntime_and_opencv(tiny_yolov2_model, tmp_path):
     result = run("compare", "--model", tiny_yolov2_model, "--backends", "onnxruntime,opencv",
                  "--frames", "2", "--repeat", "1", "--conf", "0.3", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert [row["backend"] for row in report] == ["onnxruntime", "opencv"]
     assert report[1]["max_abs_diff_vs_onnxruntime"] < 1e-3 and report[1]["same_detections"]
+    cv2.imwrite(str(tmp_path / "scene.png"), red_square_scene())
+    (tmp_path / "notes.txt").write_text("not an image: left out")
+    result = run("compare", str(tmp_path), "--model", tiny_yolov2_model, "--backends", "onnxruntime", "--json")
+    assert result.returncode == 0 and json.loads(result.stdout)[0]["backend"] == "onnxruntime", result.stderr
+    (tmp_path / "empty").mkdir()
+    result = run("compare", str(tmp_path / "empty"), "--model", tiny_yolov2_model)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(
+        "error: {}: a folder with no images".format(tmp_path / "empty"))
 
 
 def test_build_engine_without_tensorrt_is_one_line(red_square_model):
