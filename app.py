@@ -29,7 +29,7 @@ import numpy as np
 from camera import CAPTURE_LIMITS, FLIPS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Camera, SourceError, TooManyViewers, \
     encode_opencv, number_in_range, open_source, quiet_opencv, reported_fps, resolve_source
 from get_engine import BACKENDS, PRECISIONS, EngineError, ModelError
-from yolo_tool import DEFAULT_MODEL, NAMED_MODELS, Detector, cache_dir, draw_detections, parse_anchors, \
+from yolo_tool import DEFAULT_MODEL, NAMED_MODELS, Detection, Detector, cache_dir, draw_detections, parse_anchors, \
     read_labels, resolve_model
 
 log = logging.getLogger("streamdetect")
@@ -520,6 +520,20 @@ def decode_upload(data, max_pixels):
     return frame
 
 
+# The longest side of the picture the upload page shows: a phone's photo, 24 Mpx, would
+# make a page of ~10 MB and take a Nano seconds to encode, for no more than a screen shows.
+UPLOAD_PAGE_PIXELS = 1920
+
+
+def shown_smaller(frame, detections, longest):
+    """(`frame` scaled down to at most `longest` pixels a side, the detections' boxes scaled alike)."""
+    scale = float(longest) / max(frame.shape[:2])
+    if scale >= 1.0:
+        return frame, detections
+    smaller = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    return smaller, [Detection(d.label, d.class_id, d.score, [v * scale for v in d.box]) for d in detections]
+
+
 def create_app(settings=None, start=False):
     """The Flask app. `settings` is the `serve` command's namespace (default:
     read from $STREAMDETECT_* variables, as under uWSGI); `start` builds the
@@ -746,11 +760,13 @@ def create_app(settings=None, start=False):
             received = received_upload()
             with upload_place():
                 frame, detections, record, camera = detect_upload(*received)
-                draw_detections(frame, detections, camera.detector.colors)
-                image = base64.b64encode(encode_opencv(frame, 90)).decode("ascii")
+                shown, detections = shown_smaller(frame, detections, UPLOAD_PAGE_PIXELS)
+                draw_detections(shown, detections, camera.detector.colors)
+                image = base64.b64encode(encode_opencv(shown, 90)).decode("ascii")
         except HttpError as exc:
             return upload_page(error=str(exc)), exc.status
-        return upload_page(record=record, result_json=json.dumps(record, indent=2), image=image)
+        return upload_page(record=record, result_json=json.dumps(record, indent=2), image=image,
+                           scaled_to="{}×{}".format(shown.shape[1], shown.shape[0]) if shown is not frame else None)
 
     @app.route("/healthz")
     def healthz():

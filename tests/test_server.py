@@ -1,8 +1,10 @@
 """The streaming server as clients see it: `python app.py serve` on loopback,
 a test:// source and the red-square model, real HTTP clients."""
 import base64
+import html
 import http.client
 import json
+import re
 import threading
 import time
 
@@ -283,6 +285,22 @@ def test_upload_page_shows_the_result(server):
     status, _, page = get(server.port, "/upload", method="POST", body=body, headers=headers)
     assert status == 200 and b"data:image/jpeg;base64," in page and b"grey.jpg" in page
     assert b"Authorization" not in page  # no token here, none in its curl example
+    assert b"shown at" not in page
+    # A picture wider than a screen is shown at a screen's size, its boxes where they belong, the
+    # JSON in its own pixels (a phone's photo is wider still, but over this server's 1 Mpx limit).
+    photo = cv2.resize(red_square_scene(), (2400, 360), interpolation=cv2.INTER_NEAREST)
+    body, headers = multipart("image", "photo.jpg", cv2.imencode(".jpg", photo)[1].tobytes())
+    page = get(server.port, "/upload", method="POST", body=body, headers=headers)[2].decode()
+    shown = cv2.imdecode(np.frombuffer(base64.b64decode(re.search(r"base64,([^\"]+)", page).group(1)), np.uint8),
+                         cv2.IMREAD_COLOR)
+    assert shown.shape == (288, 1920, 3) and "2400×360\n     (shown at 1920×288;" in page
+    record = json.loads(html.unescape(re.search(r"<pre>(.*)</pre>", page, re.S).group(1)))
+    boxes = np.array([d["box"] for d in record["detections"]])
+    x1, x2 = boxes[:, 0].min(), boxes[:, 2].max()
+    assert 750 <= (x1 + x2) / 2 <= 1350  # the square, in the photo's pixels
+    plain = cv2.resize(photo, (1920, 288), interpolation=cv2.INTER_AREA)
+    drawn_columns = np.nonzero((np.abs(shown.astype(int) - plain).sum(axis=2) > 150).any(axis=0))[0]
+    assert abs(drawn_columns.min() - x1 * 0.8) < 4 and abs(drawn_columns.max() - x2 * 0.8) < 4  # boxes scaled too
 
 
 def test_viewer_limit(server):
