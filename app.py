@@ -88,6 +88,17 @@ def ranged(kind, low, high=None):
     return parse
 
 
+def origins(text):
+    """--cors-origins: 'https://a.example, http://b.example:3000/' -> the origins as a browser
+    sends them; '*' for any."""
+    found = [name.rstrip("/") for name in listed_names(text)]
+    for name in found:
+        if name != "*" and not re.match(r"^https?://[^/\s]+$", name):
+            raise argparse.ArgumentTypeError("'{}' is not an origin like https://dash.example:3000 (or *){}".format(
+                name, " (in ${})".format(text.variable) if isinstance(text, FromEnvironment) else ""))
+    return found
+
+
 def one_of(choices):
     """An argparse type for an option with `choices`: argparse checks those on the
     command line only, not in a default taken from the environment."""
@@ -547,6 +558,7 @@ def create_app(settings=None, start=False):
     pipeline = Pipeline(settings)
     app.extensions["streamdetect"] = pipeline
     token = os.environ.get("STREAMDETECT_TOKEN", "")
+    cors_origins = set(settings.cors_origins or ())
     max_pixels = settings.max_upload_pixels
     upload_places = threading.BoundedSemaphore(UPLOADS_AT_ONCE)
 
@@ -582,7 +594,7 @@ def create_app(settings=None, start=False):
 
     @app.before_request
     def check_token():
-        if not token or request.path == "/healthz" or request.path.startswith("/static/"):
+        if not token or request.path == "/healthz" or request.path.startswith("/static/") or cors_preflight():
             return None
         header = request.headers.get("Authorization", "")
         given = request.args.get("token", "")
@@ -594,6 +606,26 @@ def create_app(settings=None, start=False):
             raise HttpError(401, "this server needs its token: send 'Authorization: Bearer TOKEN', add "
                                  "?token=TOKEN to the URL, or give it as the password (any user name)")
         return None
+
+    def cors_preflight():
+        """A browser asking whether another origin's page may send this request: it sends no
+        credentials, and its answer (Flask's automatic OPTIONS) carries no data."""
+        return request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+
+    @app.after_request
+    def allow_cross_origin(response):
+        """--cors-origins: let these origins' pages read the answers (and send a token)."""
+        origin = request.headers.get("Origin")
+        if origin and ("*" in cors_origins or origin in cors_origins):
+            response.headers["Access-Control-Allow-Origin"] = "*" if "*" in cors_origins else origin
+            response.headers["Access-Control-Expose-Headers"] = "X-Frame-Seq, X-Captured-At"
+            if cors_preflight():
+                response.headers["Access-Control-Allow-Methods"] = "GET, POST"
+                response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+                response.headers["Access-Control-Max-Age"] = "600"
+        if cors_origins and "*" not in cors_origins:
+            response.vary.add("Origin")  # a cache keeps one answer per origin
+        return response
 
     @contextlib.contextmanager
     def upload_place():
@@ -976,6 +1008,8 @@ def settings_environment(args):
             continue
         if isinstance(value, bool):
             value = "1" if value else ""
+        elif isinstance(value, list):
+            value = ",".join(value)
         environment["STREAMDETECT_" + name.upper()] = str(value)
     return environment
 
@@ -1226,6 +1260,10 @@ def add_serve_options(parser):
                             "vanished client), freeing its place (default %(default)s)")
     group.add_argument("--max-upload-mb", type=ranged(float, 0.01), default=env("MAX_UPLOAD_MB", 10),
                        help="largest /api/detect upload in MB (default %(default)s)")
+    group.add_argument("--cors-origins", type=origins, default=env("CORS_ORIGINS", None), metavar="ORIGIN,ORIGIN",
+                       help="web pages of these origins (https://dash.example:3000, or * for any) may call "
+                            "the API from a browser; a token goes in their Authorization header "
+                            "(default: none, same origin only)")
     group.add_argument("--production", action="store_true",
                        help="serve through uWSGI behind nginx (both started here, stopped on SIGTERM "
                             "or Ctrl-C) instead of the development server")

@@ -3,6 +3,7 @@ a test:// source and the red-square model, real HTTP clients."""
 import base64
 import html
 import http.client
+import http.server
 import json
 import re
 import threading
@@ -12,8 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from streaming import (Server, Viewer, basic_auth, frozen_viewer, get, get_json, read_events, red_square_scene,
-                       requests_logged_around_polls, wait_for_viewers, wait_until, watch)
+from streaming import (Server, Viewer, basic_auth, frozen_viewer, get, get_json, http_server, read_events,
+                       red_square_scene, requests_logged_around_polls, wait_for_viewers, wait_until, watch)
 
 FPS = 20
 
@@ -501,6 +502,59 @@ def test_a_browser_asks_for_the_token_in_its_login_prompt(red_square_model):
             page.wait_for_function("document.getElementById('fps').textContent !== '…'", timeout=10000)
             assert get_json(server.port, "/api/stats", headers=basic_auth("", "s3cret"))[1]["viewers"] == 1
             assert "token=" not in page.evaluate("document.getElementById('stream').src")
+
+
+class Dashboard(http.server.BaseHTTPRequestHandler):
+    """A page of another origin, a dashboard that calls the server's API."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(b"<html><body>dashboard</body></html>")
+
+    def log_message(self, *args):
+        pass
+
+
+CROSS_ORIGIN_CALLS = """async api => {
+    const answers = {};
+    const stats = await fetch(api + "/api/stats", {headers: {Authorization: "Bearer s3cret"}});
+    answers.stats = [stats.status, (await stats.json()).state];
+    const snapshot = await fetch(api + "/snapshot.jpg", {headers: {Authorization: "Bearer s3cret"}});
+    answers.frame = snapshot.headers.get("X-Frame-Seq") !== null;
+    const picture = await (await fetch(api + "/snapshot.jpg?token=s3cret")).blob();
+    const detect = await fetch(api + "/api/detect", {method: "POST", body: picture,
+                                                      headers: {Authorization: "Bearer s3cret"}});
+    answers.detect = [detect.status, "detections" in await detect.json()];
+    answers.event = await new Promise(done => {
+        const events = new EventSource(api + "/api/events?token=s3cret");
+        events.onmessage = message => { events.close(); done("detections" in JSON.parse(message.data)); };
+        events.onerror = () => { events.close(); done("error"); };
+    });
+    return answers;
+}"""
+
+
+def test_pages_of_the_origins_allowed_may_call_the_api(red_square_model):
+    """--cors-origins: a dashboard of another origin reads the API from a browser, with the
+    token in its Authorization header (a preflighted request); other origins' pages cannot."""
+    from browser import chromium_page
+    with http_server(Dashboard) as (dashboard, _):
+        allowed = dashboard  # http://127.0.0.1:PORT; http://localhost:PORT is another origin
+        with Server("serve", "--source", "test://", "--model", red_square_model, "--cors-origins", allowed + "/",
+                    STREAMDETECT_TOKEN="s3cret") as server, chromium_page() as page:
+            api = "http://127.0.0.1:{}".format(server.port)
+            page.goto(allowed + "/")
+            assert page.evaluate(CROSS_ORIGIN_CALLS, api) == {
+                "stats": [200, "streaming"], "frame": True, "detect": [200, True], "event": True}
+            page.goto(allowed.replace("127.0.0.1", "localhost") + "/")
+            refused = page.evaluate("api => fetch(api + '/api/stats', {headers: {Authorization: 'Bearer s3cret'}})"
+                                    ".then(() => 'read', error => error.name)", api)
+            assert refused == "TypeError"  # the browser's "Failed to fetch"
+            status, headers, _ = get(server.port, "/api/stats", headers={"Origin": allowed,
+                                                                         "Authorization": "Bearer wrong"})
+            assert status == 401 and headers["Access-Control-Allow-Origin"] == allowed  # the page can read why
 
 
 def test_chromium_shows_the_stream(server):
