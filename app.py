@@ -399,14 +399,28 @@ class HttpError(Exception):
         self.status = status
 
 
+class LastLine(logging.Handler):
+    """The last line one thread (`thread`, an ident) logged at INFO or above."""
+
+    def __init__(self):
+        super(LastLine, self).__init__(logging.INFO)
+        self.thread = None
+        self.line = None
+
+    def emit(self, record):
+        if record.thread == self.thread:
+            self.line = record.getMessage()
+
+
 class Pipeline(object):
     """Builds the detector and Camera on first use, in the process that serves.
 
     Nothing starts at import or fork time (uWSGI imports this module, and a
     camera or CUDA context must not cross a fork). The first request starts it
     in the background, since loading a model or building an engine can take
-    minutes; until then, and after a failed start, requests get 503 with the
-    reason. A failed start is tried again after `retry_after` seconds.
+    minutes; until then requests get 503 with what it is doing (the last line
+    it logged), and after a failed start with the reason. A failed start is
+    tried again after `retry_after` seconds.
     """
 
     def __init__(self, settings, retry_after=10.0):
@@ -415,7 +429,8 @@ class Pipeline(object):
         self.camera = None
         self.error = None
         self.failed_at = 0.0
-        self._starting = False
+        self.start_log = None  # the start's last line, while it runs
+        self.starting = False
         self._lock = threading.Lock()
 
     def get(self):
@@ -426,14 +441,19 @@ class Pipeline(object):
         with self._lock:
             if self.camera is not None:
                 return self.camera
-            if not self._starting and (not self.error or time.monotonic() - self.failed_at >= self.retry_after):
-                self._starting = True
+            if not self.starting and (not self.error or time.monotonic() - self.failed_at >= self.retry_after):
+                self.starting = True
+                self.start_log = LastLine()
                 thread = threading.Thread(target=self._start_in_background, name="pipeline-start")
                 thread.daemon = True
                 thread.start()
-            raise HttpError(503, self.error or "starting: loading the model and opening the source")
+            if self.starting:  # what it is doing: minutes of an engine build on a Nano, say
+                raise HttpError(503, "starting: " + (self.start_log.line or "loading the model and opening the source"))
+            raise HttpError(503, self.error)
 
     def _start_in_background(self):
+        self.start_log.thread = threading.get_ident()
+        logging.getLogger("streamdetect").addHandler(self.start_log)
         try:
             self.start()
         except USER_ERRORS as exc:
@@ -443,7 +463,8 @@ class Pipeline(object):
             self.error, self.failed_at = "pipeline cannot start: {!r}".format(exc), time.monotonic()
             log.exception("pipeline start failed")
         finally:
-            self._starting = False
+            logging.getLogger("streamdetect").removeHandler(self.start_log)
+            self.starting = False
 
     def start(self):
         """Load the model, open the source and start the Camera (errors propagate)."""
@@ -805,7 +826,7 @@ def create_app(settings=None, start=False):
         try:
             camera = pipeline.get()
         except HttpError as exc:
-            return jsonify(status="starting" if pipeline.error is None else "down", error=str(exc)), 503
+            return jsonify(status="starting" if pipeline.starting else "down", error=str(exc)), 503
         stats = camera.stats()
         healthy = camera.healthy()
         return jsonify(status="ok" if healthy else "unhealthy", state=stats["state"], fps=stats["fps"],

@@ -5,6 +5,7 @@ import html
 import http.client
 import http.server
 import json
+import logging
 import re
 import threading
 import time
@@ -13,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
+from get_engine import ModelError
 from streaming import (Server, Viewer, basic_auth, frozen_viewer, get, get_json, http_server, read_events,
                        red_square_scene, requests_logged_around_polls, wait_for_viewers, wait_until, watch)
 
@@ -410,6 +412,34 @@ def test_a_snapshot_of_a_paused_pipeline_is_taken_after_waking_it(red_square_mod
             assert response.status_code == 200 and captured_at > asked_at, path
     finally:
         app.extensions["streamdetect"].stop()
+
+
+def test_while_the_pipeline_starts_requests_are_told_what_it_is_doing(red_square_model, monkeypatch, caplog):
+    """A TensorRT engine takes minutes to build on a Nano (stood in for here: no GPU): meanwhile
+    a 503 says what the start last logged, not only that it is starting; after a failure, why."""
+    import app as app_module
+    caplog.set_level(logging.INFO, logger="streamdetect")  # the server's own level
+    building, fail = threading.Event(), threading.Event()
+
+    def building_an_engine(settings):
+        logging.getLogger("streamdetect.engine").info("building a TensorRT fp16 engine from %s; this takes "
+                                                      "minutes on a Jetson Nano", settings.model)
+        building.set()
+        fail.wait(10)
+        raise ModelError("the GPU is out of memory")
+    monkeypatch.setattr(app_module, "detector_from_args", building_an_engine)
+    settings = app_module.build_parser().parse_args(["serve", "--source", "test://", "--model", red_square_model])
+    client = app_module.create_app(settings).test_client()
+    first = client.get("/api/stats")
+    assert first.status_code == 503 and first.get_json()["error"].startswith("starting: ")
+    assert building.wait(10)
+    logging.getLogger("streamdetect").info("a line of another thread is not what the start does")
+    building_line = "starting: building a TensorRT fp16 engine from {}; this takes minutes on a Jetson Nano"
+    assert client.get("/api/stats").get_json() == {"error": building_line.format(red_square_model)}
+    assert client.get("/healthz").get_json()["status"] == "starting"
+    fail.set()
+    assert wait_until(lambda: client.get("/healthz").get_json()["status"] == "down", 10)
+    assert client.get("/api/stats").get_json() == {"error": "pipeline cannot start: the GPU is out of memory"}
 
 
 def test_a_frozen_viewer_is_let_go_after_the_client_timeout(red_square_model):
