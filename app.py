@@ -429,7 +429,7 @@ class Pipeline(object):
         self.camera = None
         self.error = None
         self.failed_at = 0.0
-        self.start_log = None  # the start's last line, while it runs
+        self.start_log = None  # a LastLine of the latest start: what it is doing
         self.starting = False
         self._lock = threading.Lock()
 
