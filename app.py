@@ -708,28 +708,32 @@ def create_app(settings=None, start=False):
                     raise HttpError(400, "{}={} is not a number from 0 to 1".format(name, text))
         return thresholds
 
-    def annotated_answer_asked():
-        """?annotate=1: the annotated JPEG rather than JSON."""
-        text = request.args.get("annotate", "0")
+    def annotation_asked(default, annotated, plain):
+        """?annotate=1 or 0 (true/false, yes/no), else `default`; `annotated` and `plain` name
+        the two answers for the error."""
+        text = request.args.get("annotate", "1" if default else "0")
         if text.lower() not in ("0", "1", "true", "false", "yes", "no"):
-            raise HttpError(400, "annotate={} is not 1, true or yes (the annotated JPEG) nor 0, false or no "
-                                 "(JSON)".format(text))
+            raise HttpError(400, "annotate={} is not 1, true or yes ({}) nor 0, false or no ({})"
+                                 .format(text, annotated, plain))
         return text.lower() in ("1", "true", "yes")
 
-    def current_frame(camera):
+    def current_frame(camera, raw=False):
         """The latest frame for one who asks now: while --idle-stop has the pipeline paused,
-        the first one captured after waking it (within WAKE_SECONDS), not one from before."""
+        the first one captured after waking it, not one from before; with `raw`, the first
+        that kept its picture before drawing. Waits up to WAKE_SECONDS for either."""
         paused = camera.state == "idle"
+        if raw:
+            camera.want_raw()
         camera.touch()
         frame = camera.latest_frame()
-        if paused:  # frames captured just before the pause may still be on their way: not those
-            woke_at, deadline = time.time(), time.monotonic() + WAKE_SECONDS
-            while frame is None or frame.captured_at < woke_at:
-                remaining = deadline - time.monotonic()
-                newer = camera.wait_frame(frame.seq if frame is not None else 0, remaining) if remaining > 0 else None
-                if newer is None:
-                    break
-                frame = newer
+        woke_at, deadline = time.time(), time.monotonic() + WAKE_SECONDS
+        # frames captured just before the pause may still be on their way: not those
+        while frame is None or (paused and frame.captured_at < woke_at) or (raw and frame.raw is None):
+            remaining = deadline - time.monotonic()
+            newer = camera.wait_frame(frame.seq if frame is not None else 0, remaining) if remaining > 0 else None
+            if newer is None:
+                break
+            frame = newer
         return frame
 
     def viewer_fps():
@@ -775,8 +779,14 @@ def create_app(settings=None, start=False):
 
     @app.route("/snapshot.jpg")
     def snapshot():
-        frame = current_frame(pipeline.get())
-        response = Response(frame.jpeg, mimetype="image/jpeg")
+        raw = not annotation_asked(True, "boxes, labels and stats drawn", "the camera's picture alone")
+        camera = pipeline.get()
+        frame = current_frame(camera, raw)
+        if raw and (frame is None or frame.raw is None):
+            raise HttpError(503, "no picture came from {} within {:g} s ({}); try again".format(
+                camera.source.uri, WAKE_SECONDS, camera.last_error or camera.state))
+        response = Response(encode_opencv(frame.raw, settings.jpeg_quality) if raw else frame.jpeg,
+                            mimetype="image/jpeg")
         response.headers["Cache-Control"] = "no-cache, no-store"
         response.headers["X-Frame-Seq"] = str(frame.seq)
         response.headers["X-Captured-At"] = "{:.6f}".format(frame.captured_at)
@@ -793,7 +803,7 @@ def create_app(settings=None, start=False):
 
     @app.route("/api/detect", methods=["POST"])
     def api_detect():
-        annotated = annotated_answer_asked()
+        annotated = annotation_asked(False, "the annotated JPEG", "JSON")
         received = received_upload()
         with upload_place():
             frame, detections, record, camera = detect_upload(*received)

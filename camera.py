@@ -42,6 +42,10 @@ VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".m
 # detectors' time.
 STAGGER = 0.5
 
+# After a /snapshot.jpg?annotate=0, frames keep their picture before drawing (a copy, 0.02 ms
+# at 640x480) for this long, so that a script polling raw pictures gets each at once.
+RAW_KEPT_SECONDS = 30.0
+
 # A frame is decoded when a detector may take it before the source's next frame,
 # with this share of a frame interval to spare for an inference that ends early.
 # Measured here (two frames at once, a 60 FPS source): 60 % of the frames decoded
@@ -703,11 +707,12 @@ class Frame(object):
     """One published, annotated frame: encoded once, sent to every viewer as is."""
 
     __slots__ = ("seq", "jpeg", "part", "detections", "width", "height", "inference_ms",
-                 "captured_at", "published_at", "status")
+                 "captured_at", "published_at", "status", "raw")
 
-    def __init__(self, seq, jpeg, detections, width, height, inference_ms, captured_at, status=None):
+    def __init__(self, seq, jpeg, detections, width, height, inference_ms, captured_at, status=None, raw=None):
         self.seq = seq
         self.jpeg = jpeg
+        self.raw = raw  # the picture before drawing (BGR), kept while someone asks for it
         self.detections = detections
         self.width, self.height = width, height
         self.inference_ms = inference_ms
@@ -819,6 +824,7 @@ class Camera(object):
         self.capture_interval = 0.0  # the source's time between frames, a moving average
         self._stall_shown = False
         self.last_live_frame = None
+        self._raw_wanted_until = 0.0  # frames keep their picture before drawing until then (want_raw)
         self._rate = MovingRate()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -896,6 +902,11 @@ class Camera(object):
         self.last_activity = time.monotonic()
         self.wanted = True
         self._wake.set()
+
+    def want_raw(self, seconds=RAW_KEPT_SECONDS):
+        """Keep each frame's picture before drawing for `seconds` (a copy a frame), for
+        /snapshot.jpg?annotate=0."""
+        self._raw_wanted_until = time.monotonic() + seconds
 
     def wait_frame(self, after_seq, timeout):
         return self.broadcast.wait_newer(after_seq, timeout)
@@ -1228,21 +1239,22 @@ class Camera(object):
         if self._stall_shown:
             self._stall_shown = False
             log.info("frames from %s flow again", self.source.uri)
-        draw_detections(frame, detections, self.detector.colors)
         now = time.monotonic()
+        raw = frame.copy() if now < self._raw_wanted_until else None
+        draw_detections(frame, detections, self.detector.colors)
         self._rate.tick(now)
         height, width = frame.shape[:2]
         in_flight = self.detector.engine.frames_in_flight
         draw_overlay(frame, "FPS {:.1f}  {}x{}  inference {:.1f} ms{}".format(
             self._rate.rate(now), width, height, self.timings["inference_ms"],
             " x{} at once".format(in_flight) if in_flight > 1 else ""))
-        self.last_live_frame = self._publish(frame, detections, inference_ms, captured_at)
+        self.last_live_frame = self._publish(frame, detections, inference_ms, captured_at, raw=raw)
         self.counters["frames_published"] += 1
         if self.state in ("reconnecting", "ended", "error"):  # a frame begun before the source stopped or
             self._publish_status(self.state)                 # inference failed, finished after the status
         return self.last_live_frame
 
-    def _publish(self, image, detections, inference_ms, captured_at, status=None):
+    def _publish(self, image, detections, inference_ms, captured_at, status=None, raw=None):
         if self.encode is None and status is None:
             self.encoder_name, self.encode, timings = fastest_encoder(self.encoders, image, self.jpeg_quality)
             log.info("JPEG encoder: %s (%s at %dx%d)", self.encoder_name, ", ".join(
@@ -1253,7 +1265,7 @@ class Camera(object):
             self._seq += 1
             seq = self._seq
         height, width = image.shape[:2]
-        frame = Frame(seq, jpeg, detections, width, height, inference_ms, captured_at, status)
+        frame = Frame(seq, jpeg, detections, width, height, inference_ms, captured_at, status, raw)
         self.broadcast.publish(frame)
         return frame
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from get_engine import ModelError
-from streaming import (Server, Viewer, basic_auth, frozen_viewer, get, get_json, http_server, read_events,
+from streaming import (Server, Viewer, basic_auth, free_port, frozen_viewer, get, get_json, http_server, read_events,
                        red_square_scene, requests_logged_around_polls, wait_for_viewers, wait_until, watch)
 
 FPS = 20
@@ -123,6 +123,41 @@ def test_a_viewer_that_reads_nothing_does_not_slow_the_others(server):
         stalled.close()
     assert other.error is None and other.bad == 0
     assert other.rate() == pytest.approx(baseline.rate(), rel=0.10)
+
+
+def test_a_snapshot_without_annotations_is_the_cameras_picture(server):
+    """/snapshot.jpg?annotate=0: the picture as captured, for a script that collects pictures
+    (to label, say): no boxes, labels or stats line drawn."""
+    def stats_band_pixels(body):
+        """The black pixels where the stats line's band is drawn (the test scene has none there)."""
+        corner = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)[:20, :150].astype(int)
+        return int((corner.sum(axis=2) < 60).sum())
+    drawn = get(server.port, "/snapshot.jpg")[2]
+    status, headers, raw = get(server.port, "/snapshot.jpg?annotate=0")
+    assert status == 200 and headers["Content-Type"] == "image/jpeg" and int(headers["X-Frame-Seq"]) > 0
+    assert stats_band_pixels(drawn) > 1500 and stats_band_pixels(raw) == 0
+    square = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+    assert (np.abs(square.astype(int) - (0, 0, 255)).sum(axis=2) < 60).sum() > 1000  # the scene's red square
+    assert get_json(server.port, "/snapshot.jpg?annotate=maybe") == (400, {
+        "error": "annotate=maybe is not 1, true or yes (boxes, labels and stats drawn) nor 0, false or no "
+                 "(the camera's picture alone)"})
+
+
+def test_a_picture_asked_of_a_source_that_gives_none_is_a_503_in_time(red_square_model, monkeypatch):
+    import app as app_module
+    monkeypatch.setattr(app_module, "WAKE_SECONDS", 1.0)
+    unreachable = "http://127.0.0.1:{}/snapshot.jpg".format(free_port())
+    settings = app_module.build_parser().parse_args(["serve", "--source", unreachable, "--model", red_square_model])
+    app = app_module.create_app(settings, start=True)
+    try:
+        started = time.monotonic()
+        answer = app.test_client().get("/snapshot.jpg?annotate=0")
+        assert answer.status_code == 503 and time.monotonic() - started < 5
+        assert answer.get_json()["error"].startswith(
+            "no picture came from {} within 1 s (cannot open {}: cannot reach it: Connection refused".format(
+                unreachable, unreachable))
+    finally:
+        app.extensions["streamdetect"].stop()
 
 
 def test_page_api_and_metrics(server):
