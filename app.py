@@ -509,8 +509,8 @@ BASE64_TEXT = re.compile(rb"[A-Za-z0-9+/=\s]+")
 
 
 def picture_bytes(data):
-    """An upload's picture: its bytes as sent, or as a browser script may send it, in base64:
-    bare, as a data: URL, or as JSON {"image": "..."}."""
+    """The picture of an upload that holds none as sent: a browser script may send it in
+    base64, bare, as a data: URL, or as JSON {"image": "..."}."""
     if data.lstrip()[:1] == b"{":
         try:
             data = json.loads(data.decode("utf-8"))["image"].encode("ascii")
@@ -526,23 +526,33 @@ def picture_bytes(data):
     return data
 
 
-def decode_upload(data, max_pixels):
-    """Uploaded bytes -> BGR image, checking the pixel count before decoding."""
+def picture_size(data, max_pixels):
+    """(width, height) of the picture `data` holds, read from its header; None if it holds none."""
     from PIL import Image
-    if not data:
-        raise HttpError(400, "no image received; send it as the multipart field 'image' or as the "
-                             "raw request body")
-    data = picture_bytes(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
+                return image.size
     except Image.DecompressionBombError:
         raise HttpError(413, "image has too many pixels to decode safely; send at most {} pixels"
                              .format(max_pixels))
     except Exception:
+        return None
+
+
+def decode_upload(data, max_pixels):
+    """Uploaded bytes -> BGR image, checking the pixel count before decoding."""
+    if not data:
+        raise HttpError(400, "no image received; send it as the multipart field 'image' or as the "
+                             "raw request body")
+    size = picture_size(data, max_pixels)
+    if size is None:  # not a picture as sent: perhaps one in base64
+        data = picture_bytes(data)
+        size = picture_size(data, max_pixels)
+    if size is None:
         raise HttpError(400, "the upload is not an image (JPEG, PNG, BMP, WebP, ...)")
+    width, height = size
     if width * height > max_pixels:
         raise HttpError(413, "image is {}x{} = {} pixels, over the limit of {} (--max-upload-pixels)"
                              .format(width, height, width * height, max_pixels))

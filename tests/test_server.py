@@ -213,6 +213,7 @@ def test_the_log_keeps_every_request_but_the_pages_polls(server):
 
 
 def test_uploads_good_and_bad(server):
+    import app as app_module
     viewer = Viewer(server.port)
     viewer.start()
     jpeg = cv2.imencode(".jpg", red_square_scene())[1].tobytes()
@@ -250,6 +251,10 @@ def test_uploads_good_and_bad(server):
         status, record = get_json(server.port, "/api/detect", method="POST", body=body,
                                   headers={"Content-Type": "application/json" if body[:1] == b"{" else "text/plain"})
         assert status == 200 and record["detections"], body[:40]
+    ascii_ppm = b"P3\n5 1\n255\n" + b" ".join([b"0 0 255"] * 5) + b"\n"  # also base64 text, of no picture
+    if app_module.picture_size(ascii_ppm, 100) is not None:  # Pillow reads P3 since 9.2
+        status, record = get_json(server.port, "/api/detect", method="POST", body=ascii_ppm)
+        assert status == 200 and record["width"] == 5, record  # taken as sent
     assert get_json(server.port, "/api/detect", method="POST", body=b'{"picture": "abc"}') == (
         400, {"error": 'a JSON upload is {"image": "<the picture in base64>"}'})
     assert get_json(server.port, "/api/detect") == (
