@@ -368,12 +368,9 @@ class HTTPSource(OpenCVSource):
                 picture = answer.read(self.MAX_PICTURE_BYTES + 1)
         except urllib.error.HTTPError as exc:
             exc.close()
-            login = ""
             if exc.code == 401:
-                login = ": the user name or password in the URL is wrong" if self.url != self.target else \
-                    ": give the camera's user name and password in the URL, http://USER:PASSWORD@host/..."
-            reason = http.client.responses.get(exc.code, exc.reason)
-            return "", None, "it answers {} {}{}".format(exc.code, reason, login)
+                return "", None, _unauthorized(self.target)
+            return "", None, "it answers {} {}".format(exc.code, http.client.responses.get(exc.code, exc.reason))
         except urllib.error.URLError as exc:
             return "", None, "cannot reach it: {}".format(getattr(exc.reason, "strerror", None) or exc.reason)
         except Exception as exc:  # timeouts, a reset, an answer that is no HTTP: OpenCV may do better
@@ -430,15 +427,14 @@ def rtsp_refusal(uri, timeout=5.0):
     """Why the RTSP server of `uri` refuses it, from its answer to DESCRIBE with the URL's
     login (Digest or Basic, as the server asks); None when it accepts."""
     parts = urllib.parse.urlsplit(uri)
-    url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    url, user, password = _without_login(uri)
     login = None
     try:
         for _ in range(2):
             status, reason, challenges = _rtsp_describe(parts.hostname, parts.port or 554, url, login, timeout)
-            if status != 401 or login is not None or parts.username is None:
+            if status != 401 or login is not None or user is None:
                 break
-            login = _authorization(challenges, "DESCRIBE", url, urllib.parse.unquote(parts.username),
-                                   urllib.parse.unquote(parts.password or ""))
+            login = _authorization(challenges, "DESCRIBE", url, user, password)
             if login is None:
                 break
     except OSError as exc:
@@ -446,10 +442,7 @@ def rtsp_refusal(uri, timeout=5.0):
     except ValueError:
         return "it does not answer RTSP"
     if status == 401:
-        return "it answers 401 Unauthorized: " + ("the user name or password in the URL is wrong"
-                                                  if parts.username is not None else
-                                                  "give the camera's user name and password in the URL, "
-                                                  "rtsp://USER:PASSWORD@host/...")
+        return _unauthorized(uri)
     if status >= 300:
         return "it answers {} {}".format(status, reason)
     return None
@@ -474,6 +467,24 @@ def _rtsp_describe(host, port, url, authorization, timeout):
         raise ValueError("not an RTSP answer")
     challenges = [line.split(":", 1)[1].strip() for line in lines[1:] if line.lower().startswith("www-authenticate:")]
     return int(code), reason, challenges
+
+
+def _without_login(uri):
+    """(`uri` without its user:password@, the user, the password); None for both when it has none."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.username is None:
+        return uri, None, None
+    url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    return url, urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or "")
+
+
+def _unauthorized(uri):
+    """What a camera's 401 to `uri` means: the URL's login is wrong, or it has none."""
+    parts = urllib.parse.urlsplit(uri)
+    return "it answers 401 Unauthorized: " + (
+        "the user name or password in the URL is wrong" if parts.username is not None else
+        "give the camera's user name and password in the URL, {}://USER:PASSWORD@host/...".format(parts.scheme))
+
 
 def _authorization(challenges, method, url, user, password):
     """The Authorization header that answers a server's WWW-Authenticate challenges with this
@@ -510,16 +521,13 @@ def _camera_opener(uri):
     Digest authentication as the camera asks). Certificates are not checked, as FFmpeg does
     not: cameras serve HTTPS with certificates of their own making."""
     import ssl
-    parts = urllib.parse.urlsplit(uri)
     unverified = ssl.create_default_context()
     unverified.check_hostname, unverified.verify_mode = False, ssl.CERT_NONE
     handlers = [urllib.request.HTTPSHandler(context=unverified)]
-    url = uri
-    if parts.username is not None:
-        url = urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    url, user, password = _without_login(uri)
+    if user is not None:
         passwords = urllib.request.HTTPPasswordMgrWithDefaultRealm()
-        passwords.add_password(None, url, urllib.parse.unquote(parts.username),
-                               urllib.parse.unquote(parts.password or ""))
+        passwords.add_password(None, url, user, password)
         handlers += [urllib.request.HTTPBasicAuthHandler(passwords), urllib.request.HTTPDigestAuthHandler(passwords)]
     return url, urllib.request.build_opener(*handlers)
 
