@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from camera import CAPTURE_LIMITS, FLIPS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Camera, SourceError, TooManyViewers, \
-    encode_opencv, number_in_range, open_source, quiet_opencv, reported_fps, resolve_source
+    encode_opencv, files_in, number_in_range, open_source, quiet_opencv, reported_fps, resolve_source
 from get_engine import BACKENDS, PRECISIONS, EngineError, ModelError
 from yolo_tool import DEFAULT_MODEL, NAMED_MODELS, Detection, Detector, cache_dir, draw_detections, parse_anchors, \
     read_labels, resolve_model
@@ -191,10 +191,7 @@ def files_named(paths, extensions):
     A folder with none stays as given, for its error."""
     inputs = []
     for path in paths:
-        found = []
-        if os.path.isdir(path):
-            found = sorted(os.path.join(path, name) for name in os.listdir(path)
-                           if name.lower().endswith(extensions) and os.path.isfile(os.path.join(path, name)))
+        found = files_in(path, extensions) if os.path.isdir(path) else []
         inputs.extend(found or [path])
     return inputs
 

@@ -195,8 +195,7 @@ class ImageFolderSource(FrameSource):
 
     def _list(self):
         """The folder's images but those known unreadable as they are now (changed, one is tried again)."""
-        paths = sorted(p for p in glob.glob(os.path.join(self.folder, self.names))
-                       if p.lower().endswith(IMAGE_EXTENSIONS))
+        paths = files_in(self.folder, IMAGE_EXTENSIONS, self.names)
         self.paths = [path for path in paths if _version(path) not in self.unreadable]
         self.index = 0
 
@@ -228,6 +227,13 @@ class ImageFolderSource(FrameSource):
 
     def retrieve(self):
         return self.image
+
+
+def files_in(folder, extensions, names="*"):
+    """The files of `folder` (not its subfolders) with these extensions whose names match the
+    glob pattern `names`, in name order."""
+    return sorted(path for path in glob.glob(os.path.join(glob.escape(folder), names))
+                  if path.lower().endswith(extensions) and os.path.isfile(path))
 
 
 def _version(path):

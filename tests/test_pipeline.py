@@ -336,10 +336,12 @@ def test_video_file_source_plays_and_ends(tmp_path):
 
 
 def test_image_folder_source_cycles(tmp_path):
+    folder = tmp_path / "shots [2024]"  # glob's brackets in the folder's name are the name's own
+    folder.mkdir()
     for index in range(2):
-        cv2.imwrite(str(tmp_path / "{}.png".format(index)), np.full((40, 50, 3), index * 100, np.uint8))
-    (tmp_path / "notes.txt").write_text("skip me")
-    source = open_source(str(tmp_path), fps=25)
+        cv2.imwrite(str(folder / "{}.png".format(index)), np.full((40, 50, 3), index * 100, np.uint8))
+    (folder / "notes.txt").write_text("skip me")
+    source = open_source(str(folder), fps=25)
     source.open()
     values = [int(read(source)[0, 0, 0]) for _ in range(4)]
     assert values == [0, 100, 0, 100]
