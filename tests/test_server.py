@@ -302,6 +302,49 @@ def test_an_upload_can_ask_for_its_own_thresholds_and_classes(server):
     assert detect("?conf=1") == [] and get_json(server.port, "/api/detections")[1]["detections"]  # not the stream's
 
 
+def test_a_reader_of_the_stream_detections_can_narrow_them(server):
+    """?classes= and ?conf= on /api/detections and /api/events keep this reader's share of each
+    frame's detections (a script waiting for a person); what the stream did not keep (a lower
+    --conf, another --iou) is a 400 saying why, not ignored."""
+    def detections(query):
+        status, record = get_json(server.port, "/api/detections" + query)
+        return [d["label"] for d in record["detections"]] if status == 200 else (status, record["error"])
+    found = detections("")
+    assert found and set(found) == {"aeroplane"}
+    assert detections("?classes=aeroplane") == found and detections("?classes=person,%20aeroplane,") == found
+    assert detections("?classes=person") == [] and detections("?conf=1") == []
+    assert detections("?conf=0.5&classes=aeroplane") == found  # the server's own --conf keeps all
+    status, _, events = read_events(server.port, 3, path="/api/events?classes=person")
+    assert status == 200 and len(events) == 3 and all(record["detections"] == [] for _, record, _ in events)
+    status, _, events = read_events(server.port, 3, path="/api/events?classes=aeroplane&conf=0.5")
+    assert all(record["detections"] for _, record, _ in events)
+    for path in ("/api/detections", "/api/events"):
+        assert get_json(server.port, path + "?conf=0.2")[1]["error"] == (
+            "conf=0.2 is below the server's --conf 0.5: the stream keeps only detections scoring 0.5 or more "
+            "(start the server with --conf 0.2 for more)")
+        assert get_json(server.port, path + "?conf=many") == (400, {"error": "conf=many is not a number from 0 to 1"})
+        assert get_json(server.port, path + "?iou=0.3")[1]["error"].startswith("iou= is for /api/detect uploads")
+        status, answer = get_json(server.port, path + "?classes=unicorn")
+        assert status == 400 and answer["error"].startswith("classes: unicorn is not among the classes of ")
+    assert wait_for_viewers(server, 0, 5) == 0  # a refused reader took no place
+
+
+def test_a_reader_cannot_ask_for_classes_the_server_leaves_out(red_square_model):
+    import app as app_module
+    settings = app_module.build_parser().parse_args(["serve", "--source", "test://", "--model", red_square_model,
+                                                     "--classes", "person,aeroplane"])
+    app = app_module.create_app(settings, start=True)
+    client = app.test_client()
+    try:
+        assert wait_until(lambda: client.get("/api/detections").status_code == 200, 10)
+        assert client.get("/api/detections?classes=aeroplane").status_code == 200
+        answer = client.get("/api/detections?classes=dog,aeroplane,cat")
+        assert answer.status_code == 400 and answer.get_json() == {
+            "error": "classes: this server reports only aeroplane, person (its --classes), not cat, dog"}
+    finally:
+        app.extensions["streamdetect"].stop()
+
+
 def test_slow_senders_hold_no_upload_place(server):
     """Uploads are handled two at a time (memory); two senders whose bodies trickle in, as on a
     slow link, must not keep a third, whole one waiting."""
