@@ -607,6 +607,11 @@ def create_app(settings=None, start=False):
             message = "{} takes {}, not {}{}".format(
                 request.path, " or ".join(sorted(set(exc.valid_methods or ()) - {"HEAD", "OPTIONS"})), request.method,
                 ": POST an image (curl -F image=@photo.jpg URL)" if request.path == "/api/detect" else "")
+        elif exc.code == 404:
+            path = request.path if len(request.path) <= 80 else request.path[:77] + "..."
+            message = "Not Found: {} is no page of this server; it has {}".format(path, ", ".join(
+                rule.rule + ("" if "GET" in rule.methods else " (POST)")
+                for rule in app.url_map.iter_rules() if rule.endpoint != "static"))
         else:
             message = "{}: {}".format(exc.name, exc.description)
         response = jsonify(error=message)

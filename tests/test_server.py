@@ -182,6 +182,10 @@ def test_page_api_and_metrics(server):
                if line.startswith(b"streamdetect_objects{")}
     assert len(objects) == 20 and objects[b'streamdetect_objects{label="aeroplane"}'] >= 1
     assert objects[b'streamdetect_objects{label="person"}'] == 0
+    status, answer = get_json(server.port, "/video_feed/")  # a mistyped route names the right ones
+    assert status == 404 and answer["error"] == (
+        "Not Found: /video_feed/ is no page of this server; it has /, /video_feed, /api/events, /snapshot.jpg, "
+        "/api/stats, /api/detections, /api/detect (POST), /upload, /healthz, /metrics")
     status, headers, body = get(server.port, "/video_feed?x", timeout=3, method="HEAD")
     assert headers["Content-Type"] == "multipart/x-mixed-replace; boundary=frame"
     assert "no-cache" in headers["Cache-Control"]
