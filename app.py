@@ -177,9 +177,12 @@ def result_record(image, width, height, backend, inference_ms, detections):
             "inference_ms": round(inference_ms, 2), "detections": [d.to_dict() for d in detections]}
 
 
+STANDARD_INPUT = "-"  # `detect -`: the picture piped in
+
+
 def annotated_path(out, path, video=False):
     """Where `detect --out` writes the annotated copy of `path` (of a video: an MJPG AVI)."""
-    stem, ext = os.path.splitext(os.path.basename(path))
+    stem, ext = os.path.splitext(os.path.basename(path)) if path != STANDARD_INPUT else ("stdin", "")
     if video:
         return os.path.join(out, stem + ".avi")
     return os.path.join(out, stem + (ext if ext.lower() in (".jpg", ".jpeg", ".png", ".bmp") else ".jpg"))
@@ -197,6 +200,9 @@ def files_named(paths, extensions):
 
 
 def cmd_detect(args):
+    if args.images.count(STANDARD_INPUT) > 1:
+        print("error: - (standard input) is given twice; it holds one picture", file=sys.stderr)
+        return 2
     args.images = files_named(args.images, IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
     videos = {path for path in args.images if is_video(path)}
     if args.out:
@@ -223,9 +229,13 @@ def cmd_detect(args):
         if path in videos:
             failures += detect_video(detector, path, annotated_path(args.out, path, True) if args.out else None)
             continue
-        frame = cv2.imread(path, cv2.IMREAD_COLOR) if os.path.isfile(path) else None
+        if path == STANDARD_INPUT:
+            frame, why_not = picture_from_standard_input()
+        else:
+            frame = cv2.imread(path, cv2.IMREAD_COLOR) if os.path.isfile(path) else None
+            why_not = why_not_an_image(path) if frame is None else ""
         if frame is None:
-            print("error: {}: {}".format(path, why_not_an_image(path)), file=sys.stderr)
+            print("error: {}: {}".format(path, why_not), file=sys.stderr)
             failures += 1
             continue
         detections, inference_ms = detector.detect(frame)
@@ -275,8 +285,22 @@ def detect_video(detector, path, target):
     return failed
 
 
+def picture_from_standard_input():
+    """(frame or None, why not) of `detect -`: a picture piped in, as from `curl -s URL`."""
+    if sys.stdin is None or sys.stdin.isatty():
+        return None, "standard input is a terminal; pipe a picture in (curl -s URL | python app.py detect -)"
+    data = sys.stdin.buffer.read()
+    if not data:
+        return None, "standard input is empty (did the command before the | fail?)"
+    frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return frame, "" if frame is not None else "standard input holds no image OpenCV can read (a video must be a file)"
+
+
 def why_not_an_image(path):
     """What `path` is, for `detect`'s one-line error about an image it cannot read."""
+    if re.match(r"[a-z][a-z0-9+.-]*://", path, re.IGNORECASE):
+        return ("detect reads files: for a camera or stream, run 'serve --source URL' and read /api/events; "
+                "for a picture, pipe it in: curl -s URL | python app.py detect -")
     if not os.path.exists(path):
         return "no such file"
     if os.path.isdir(path):
@@ -1396,9 +1420,10 @@ def build_parser():
         description="Detect objects in images and videos. Prints one JSON object per image or video "
                     "frame (image, width, height, backend, inference_ms, detections; a frame adds "
                     "frame and time) and writes annotated copies with --out (a video's as an MJPG "
-                    ".avi). A folder stands for its images and videos, in name order. Unreadable files "
+                    ".avi). A folder stands for its images and videos, in name order; - for a picture piped in "
+                    "(curl -s http://camera/snapshot.jpg | python app.py detect -). Unreadable files "
                     "are reported on stderr and make the exit status 1.")
-    detect.add_argument("images", nargs="+", metavar="FILE|FOLDER")
+    detect.add_argument("images", nargs="+", metavar="FILE|FOLDER|-", help="- reads one picture from standard input")
     detect.add_argument("--out", metavar="DIR", help="write annotated copies here")
     add_model_options(detect)
     detect.set_defaults(handler=cmd_detect)

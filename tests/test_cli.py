@@ -238,6 +238,36 @@ def test_detect_reads_a_folders_images_and_videos_in_name_order(tmp_path, red_sq
     assert sorted(os.listdir(str(out))) == ["A.JPG", "b.png", "d.avi"]
 
 
+def test_detect_reads_a_picture_piped_in(tmp_path, red_square_model):
+    """`curl -s URL | python app.py detect -`: the picture from standard input, as from a file; a URL
+    given as a file says how to read it, not 'no such file'."""
+    picture, out = tmp_path / "scene.png", tmp_path / "out"
+    cv2.imwrite(str(picture), red_square_scene())
+    options = ("--model", red_square_model, "--backend", "onnxruntime")
+    from_file = json.loads(run("detect", str(picture), *options).stdout)
+    with open(str(picture), "rb") as piped:
+        result = run("detect", "-", "--out", str(out), *options, stdin=piped)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["image"] == "-" and record["detections"] == from_file["detections"] and record["detections"]
+    assert os.listdir(str(out)) == ["stdin.jpg"]
+    terminal, _ = os.openpty()
+    for stdin, message in ((terminal, "standard input is a terminal; pipe a picture in (curl -s URL | python app.py "
+                                      "detect -)"),
+                           (subprocess.DEVNULL, "standard input is empty (did the command before the | fail?)")):
+        result = run("detect", "-", *options, stdin=stdin)
+        assert result.returncode == 1 and result.stderr.endswith("error: -: {}\n".format(message))
+    result = run("detect", "-", *options, input="<html>not found</html>")
+    assert result.stderr.endswith("error: -: standard input holds no image OpenCV can read (a video must be a file)\n")
+    result = run("detect", "-", str(picture), "-", *options, input="")
+    assert result.returncode == 2 and result.stderr == "error: - (standard input) is given twice; it holds one picture\n"
+    result = run("detect", "http://camera/snapshot.jpg", str(picture), *options)
+    assert result.returncode == 1 and json.loads(result.stdout)["image"] == str(picture)
+    assert result.stderr.endswith("error: http://camera/snapshot.jpg: detect reads files: for a camera or stream, run "
+                                  "'serve --source URL' and read /api/events; for a picture, pipe it in: curl -s URL | "
+                                  "python app.py detect -\n")
+
+
 def test_detect_stops_quietly_when_its_reader_goes(tmp_path, red_square_model):
     """`detect ... | head -1`: the lines no one reads end the command, without a traceback."""
     import fcntl
