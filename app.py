@@ -115,13 +115,13 @@ port_number = ranged(int, 1, 65535)
 
 def add_model_options(parser):
     group = parser.add_argument_group("model (each also read from $STREAMDETECT_<OPTION>)")
-    group.add_argument("--model", default=env("MODEL", DEFAULT_MODEL),
+    group.add_argument("--model", type=os.path.expanduser, default=env("MODEL", DEFAULT_MODEL),
                        help="ONNX file, or a known name ({}); default %(default)s, downloaded on "
                             "first use".format(", ".join(sorted(NAMED_MODELS))))
     group.add_argument("--backend", choices=BACKENDS, type=one_of(BACKENDS), default=env("BACKEND", "auto"),
                        help="inference engine; auto picks the best one here and logs why "
                             "(default %(default)s)")
-    group.add_argument("--labels", default=env("LABELS", None),
+    group.add_argument("--labels", type=os.path.expanduser, default=env("LABELS", None),
                        help="file with one class label per line (default: VOC's 20 labels)")
     group.add_argument("--anchors", default=env("ANCHORS", None),
                        help="anchor sizes 'w1,h1,w2,h2,...' in grid cells (default: VOC anchors)")
@@ -133,7 +133,8 @@ def add_model_options(parser):
                             "(default %(default)s)")
     group.add_argument("--workspace-mb", type=ranged(int, 1), default=env("WORKSPACE_MB", 256),
                        help="TensorRT builder workspace in MB (default %(default)s)")
-    group.add_argument("--calibration-images", default=env("CALIBRATION_IMAGES", None), metavar="DIR",
+    group.add_argument("--calibration-images", type=os.path.expanduser, default=env("CALIBRATION_IMAGES", None),
+                       metavar="DIR",
                        help="TensorRT --precision int8: folder of typical images to calibrate with")
     group.add_argument("--conf", type=ranged(float, 0.0, 1.0), default=env("CONF", 0.5),
                        help="confidence threshold, 0-1 (default %(default)s)")
@@ -1333,7 +1334,7 @@ def add_serve_options(parser):
     group = parser.add_argument_group("server (each also read from $STREAMDETECT_<OPTION>)")
     group.add_argument("--host", default=env("HOST", "0.0.0.0"), help="address to listen on (default %(default)s)")
     group.add_argument("--port", type=port_number, default=env("PORT", 8080), help="default %(default)s")
-    group.add_argument("--source", default=env("SOURCE", "auto"),
+    group.add_argument("--source", type=os.path.expanduser, default=env("SOURCE", "auto"),
                        help="0 or /dev/videoN (USB camera), csi://0 (Jetson CSI camera), rtsp://... or "
                             "http://... (network stream, or a camera's snapshot URL), a video file, a folder of "
                             "images, or test:// "
@@ -1383,9 +1384,10 @@ def add_serve_options(parser):
                             "(default %(default)s)")
     group.add_argument("--stats-port", type=port_number, default=env("STATS_PORT", 9191),
                        help="--production: uWSGI stats server port on 127.0.0.1 (default %(default)s)")
-    group.add_argument("--tls-cert", default=env("TLS_CERT", None),
+    group.add_argument("--tls-cert", type=os.path.expanduser, default=env("TLS_CERT", None),
                        help="--production: certificate file; adds an HTTPS + HTTP/2 listener")
-    group.add_argument("--tls-key", default=env("TLS_KEY", None), help="--production: its key file")
+    group.add_argument("--tls-key", type=os.path.expanduser, default=env("TLS_KEY", None),
+                       help="--production: its key file")
     group.add_argument("--tls-port", type=port_number, default=env("TLS_PORT", 8443),
                        help="--production: HTTPS port (default %(default)s)")
     group.add_argument("--max-upload-pixels", type=ranged(int, 1), default=env("MAX_UPLOAD_PIXELS", 40000000),
@@ -1424,7 +1426,7 @@ def build_parser():
                     "(curl -s http://camera/snapshot.jpg | python app.py detect -). Unreadable files "
                     "are reported on stderr and make the exit status 1.")
     detect.add_argument("images", nargs="+", metavar="FILE|FOLDER|-", help="- reads one picture from standard input")
-    detect.add_argument("--out", metavar="DIR", help="write annotated copies here")
+    detect.add_argument("--out", type=os.path.expanduser, metavar="DIR", help="write annotated copies here")
     add_model_options(detect)
     detect.set_defaults(handler=cmd_detect)
 
@@ -1432,7 +1434,7 @@ def build_parser():
         "fetch-model", parents=[common], help="download and verify the model, print its path",
         description="Download a named model into the cache ($STREAMDETECT_HOME, else "
                     "$XDG_CACHE_HOME/streamdetect), verify its SHA-256 and print its path.")
-    fetch.add_argument("--model", default=env("MODEL", DEFAULT_MODEL),
+    fetch.add_argument("--model", type=os.path.expanduser, default=env("MODEL", DEFAULT_MODEL),
                        help="model name (default %(default)s)")
     fetch.set_defaults(handler=cmd_fetch_model)
 

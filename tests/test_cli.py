@@ -268,6 +268,30 @@ def test_detect_reads_a_picture_piped_in(tmp_path, red_square_model):
                                   "python app.py detect -\n")
 
 
+def test_paths_from_an_environment_file_may_start_with_a_tilde(tmp_path, red_square_model):
+    """systemd's EnvironmentFile and `docker --env-file` expand no ~ as a shell does:
+    STREAMDETECT_MODEL=~/models/x.onnx would be 'neither a file nor a known name'."""
+    import shutil
+    (tmp_path / "models").mkdir()
+    shutil.copy(red_square_model, str(tmp_path / "models" / "red.onnx"))
+    cv2.imwrite(str(tmp_path / "scene.png"), red_square_scene())
+    environment = dict(os.environ, HOME=str(tmp_path), STREAMDETECT_MODEL="~/models/red.onnx")
+    result = run("detect", str(tmp_path / "scene.png"), "--out", "~/annotated", env=environment)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["detections"] and os.listdir(str(tmp_path / "annotated")) == ["scene.png"]
+    import app
+    environment.update(STREAMDETECT_SOURCE="~/door.mp4", STREAMDETECT_LABELS="~/labels.txt",
+                       STREAMDETECT_TLS_CERT="~/tls/cert.pem", STREAMDETECT_TLS_KEY="~/tls/key.pem",
+                       STREAMDETECT_CALIBRATION_IMAGES="~/shots")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in environment.items():
+            patch.setenv(name, value)
+        args = app.build_parser().parse_args(["serve"])
+    assert [args.source, args.model, args.labels, args.tls_cert, args.tls_key, args.calibration_images] == [
+        str(tmp_path / name) for name in ("door.mp4", "models/red.onnx", "labels.txt", "tls/cert.pem", "tls/key.pem",
+                                          "shots")]
+
+
 def test_detect_stops_quietly_when_its_reader_goes(tmp_path, red_square_model):
     """`detect ... | head -1`: the lines no one reads end the command, without a traceback."""
     import fcntl
