@@ -572,6 +572,10 @@ def decode_upload(data, max_pixels):
     if size is None:  # not a picture as sent: perhaps one in base64
         data = picture_bytes(data)
         size = picture_size(data, max_pixels)
+    if size is None and data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
+        raise HttpError(400, "the upload is a {} picture (as iPhones take), which cannot be read here; send it as "
+                             "JPEG (on an iPhone: Settings > Camera > Formats > Most Compatible)"
+                             .format(HEIF_BRANDS[data[8:12]]))
     if size is None:
         raise HttpError(400, "the upload is not an image (JPEG, PNG, BMP, WebP, ...)")
     width, height = size
@@ -580,8 +584,27 @@ def decode_upload(data, max_pixels):
                              .format(width, height, width * height, max_pixels))
     frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if frame is None:
-        raise HttpError(400, "the upload is an image OpenCV cannot decode; send a JPEG or PNG")
+        frame = decoded_by_pillow(data)
+    if frame is None:
+        raise HttpError(400, "the upload is an image that cannot be decoded here; send a JPEG or PNG")
     return frame
+
+
+# The brands of ISO media files that hold a picture (HEIF), after 'ftyp' at byte 4.
+HEIF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"heim": "HEIC", b"heis": "HEIC", b"hevc": "HEIC",
+               b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
+
+
+def decoded_by_pillow(data):
+    """The BGR picture (the first, of several) of a format Pillow reads and OpenCV does not: a GIF
+    on an older OpenCV (JetPack's, and 4.6 of Python 3.6), TGA, ICO; None if Pillow cannot either."""
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            rgb = np.asarray(image.convert("RGB"))
+    except Exception:
+        return None
+    return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
 # The longest side of the picture the upload page shows: a phone's photo, 24 Mpx, would

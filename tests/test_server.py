@@ -4,6 +4,7 @@ import base64
 import html
 import http.client
 import http.server
+import io
 import json
 import logging
 import re
@@ -284,6 +285,26 @@ def test_uploads_good_and_bad(server):
     viewer.join(5)
     assert viewer.error is None and viewer.frames - frames_before >= FPS * 0.5
     assert server.stats()["state"] == "streaming"
+
+
+def test_uploads_in_formats_opencv_cannot_read(server):
+    """A GIF (which the OpenCV of JetPack and Python 3.6 cannot read), TGA or ICO is detected as the
+    same picture in PNG is, through Pillow; an iPhone's HEIC, which neither reads, is named."""
+    from PIL import Image
+    picture = Image.fromarray(red_square_scene()[:, :, ::-1])
+    found = None
+    for kind in ("PNG", "GIF", "TGA", "ICO"):
+        sent = io.BytesIO()
+        picture.save(sent, kind, **({"sizes": [(256, 192)]} if kind == "ICO" else {}))
+        status, record = get_json(server.port, "/api/detect", method="POST", body=sent.getvalue())
+        assert status == 200 and record["detections"], (kind, record)
+        boxes = [(d["label"], len(record["detections"])) for d in record["detections"]]
+        found = found or boxes
+        assert boxes == found, kind
+    heic = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(200)
+    assert get_json(server.port, "/api/detect", method="POST", body=heic) == (400, {
+        "error": "the upload is a HEIC picture (as iPhones take), which cannot be read here; send it as JPEG (on an "
+                 "iPhone: Settings > Camera > Formats > Most Compatible)"})
 
 
 def test_an_upload_can_ask_for_its_own_thresholds_and_classes(server):
