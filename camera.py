@@ -600,10 +600,10 @@ def without_secrets(uri):
 
 
 def _query(uri):
-    """'test://?a=1&b=2' -> {'a': '1', 'b': '2'}."""
+    """'test://?a=1&b' -> {'a': '1', 'b': ''}."""
     if "?" not in uri:
         return {}
-    pairs = [item.split("=", 1) for item in uri.split("?", 1)[1].split("&") if "=" in item]
+    pairs = [item.split("=", 1) if "=" in item else (item, "") for item in uri.split("?", 1)[1].split("&") if item]
     return {key: value for key, value in pairs}
 
 
@@ -636,10 +636,14 @@ def open_source(uri, width=640, height=480, fps=30.0, loop=False, flip="none"):
     """
     flip_method, turn = FLIPS[flip]
     if uri.startswith("csi://"):
+        sensor = uri[len("csi://"):] or "0"
+        if not sensor.isdigit():
+            raise SourceError("{}: csi:// takes the camera's sensor number (csi://0, csi://1); its size and rate "
+                              "are --width, --height and --fps".format(uri))
         if not opencv_has_gstreamer():
             raise SourceError("csi:// needs OpenCV built with GStreamer (JetPack's python3-opencv); "
                               "this OpenCV {} has none".format(cv2.__version__))
-        pipeline = csi_pipeline(int(uri[len("csi://"):] or 0), width, height, fps, flip_method)
+        pipeline = csi_pipeline(int(sensor), width, height, fps, flip_method)
         return OpenCVSource(uri, pipeline, cv2.CAP_GSTREAMER,
                             hint="is the ribbon cable seated and nvargus-daemon running?")
     source = _plain_source(uri, width, height, fps, loop)
@@ -647,11 +651,18 @@ def open_source(uri, width=640, height=480, fps=30.0, loop=False, flip="none"):
     return source
 
 
+TEST_SETTINGS = ("width", "height", "fps", "die_after")  # test://?width=320&fps=60
+
+
 def _plain_source(uri, width, height, fps, loop):
     """open_source for every URI but csi://, before any turn."""
     size = (int(width), int(height))
     if uri.startswith("test://"):
         query = _query(uri)
+        unknown = sorted(set(query) - set(TEST_SETTINGS))
+        if unknown:
+            raise SourceError("{}: {} {} ({})".format(uri, ", ".join(unknown), "is not a test:// setting" if len(
+                unknown) == 1 else "are not test:// settings", ", ".join(TEST_SETTINGS)))
         return SyntheticSource(uri, width=_query_number(uri, query, "width", width, CAPTURE_LIMITS["width"]),
                                height=_query_number(uri, query, "height", height, CAPTURE_LIMITS["height"]),
                                fps=_query_number(uri, query, "fps", fps, CAPTURE_LIMITS["fps"]),

@@ -82,6 +82,16 @@ def test_out_of_range_test_source_is_a_one_line_error(red_square_model):
         with pytest.raises(SourceError, match="is not a number from"):
             open_source(uri)
     assert open_source("test://?width=320&fps=5").width == 320
+    for uri, message in (("test://?fsp=10", "test://?fsp=10: fsp is not a test:// setting (width, height, fps, "
+                                            "die_after)"),
+                         ("test://?w=1&h=2", "test://?w=1&h=2: h, w are not test:// settings (width, height, fps, "
+                                             "die_after)"),
+                         ("test://?fps", "test://?fps: fps= is not a number from 0.1 to 240.0"),
+                         ("csi://0?fps=10", "csi://0?fps=10: csi:// takes the camera's sensor number (csi://0, "
+                                            "csi://1); its size and rate are --width, --height and --fps")):
+        with pytest.raises(SourceError) as refused:
+            open_source(uri)
+        assert str(refused.value) == message
     result = run("serve", "--source", "test://?fps=0", "--model", red_square_model, "--port", "1")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "error: test://?fps=0: fps=0 is not a number from 0.1 to 240.0" in result.stderr
