@@ -294,7 +294,9 @@ def picture_from_standard_input():
     if not data:
         return None, "standard input is empty (did the command before the | fail?)"
     frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    return frame, "" if frame is not None else "standard input holds no image OpenCV can read (a video must be a file)"
+    if frame is None:
+        frame = decoded_by_pillow(data)
+    return frame, "" if frame is not None else "standard input holds no image that can be read (a video must be a file)"
 
 
 def why_not_an_image(path):

@@ -1,4 +1,5 @@
 """The command line as a user runs it: `python app.py ...` in a subprocess."""
+import io
 import json
 import os
 import subprocess
@@ -7,6 +8,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
 from streaming import ROOT, free_port, red_square_scene, run_app as run, taken_port, write_clip
 
@@ -268,7 +270,12 @@ def test_detect_reads_a_picture_piped_in(tmp_path, red_square_model):
         result = run("detect", "-", *options, stdin=stdin)
         assert result.returncode == 1 and result.stderr.endswith("error: -: {}\n".format(message))
     result = run("detect", "-", *options, input="<html>not found</html>")
-    assert result.stderr.endswith("error: -: standard input holds no image OpenCV can read (a video must be a file)\n")
+    assert result.stderr.endswith("error: -: standard input holds no image that can be read (a video must be a file)\n")
+    with open(str(picture), "rb") as png:
+        tga = io.BytesIO()
+        Image.open(png).save(tga, "TGA")  # which OpenCV does not read
+    result = run("detect", "-", *options, input=tga.getvalue().decode("latin-1"), encoding="latin-1")
+    assert result.returncode == 0 and json.loads(result.stdout)["detections"] == from_file["detections"]
     result = run("detect", "-", str(picture), "-", *options, input="")
     assert result.returncode == 2 and result.stderr == "error: - (standard input) is given twice; it holds one picture\n"
     result = run("detect", "http://camera/snapshot.jpg", str(picture), *options)
