@@ -659,9 +659,9 @@ def create_app(settings=None, start=False):
                 ": POST an image (curl -F image=@photo.jpg URL)" if request.path == "/api/detect" else "")
         elif exc.code == 404:
             path = request.path if len(request.path) <= 80 else request.path[:77] + "..."
-            message = "Not Found: {} is no page of this server; it has {}".format(path, ", ".join(
+            message = "Not Found: {} is no page of this server; it has {}".format(path, ", ".join(sorted(
                 rule.rule + ("" if "GET" in rule.methods else " (POST)")
-                for rule in app.url_map.iter_rules() if rule.endpoint != "static"))
+                for rule in app.url_map.iter_rules() if rule.endpoint != "static")))
         else:
             message = "{}: {}".format(exc.name, exc.description)
         response = jsonify(error=message)

@@ -185,8 +185,8 @@ def test_page_api_and_metrics(server):
     assert objects[b'streamdetect_objects{label="person"}'] == 0
     status, answer = get_json(server.port, "/video_feed/")  # a mistyped route names the right ones
     assert status == 404 and answer["error"] == (
-        "Not Found: /video_feed/ is no page of this server; it has /, /video_feed, /api/events, /snapshot.jpg, "
-        "/api/stats, /api/detections, /api/detect (POST), /upload, /healthz, /metrics")
+        "Not Found: /video_feed/ is no page of this server; it has /, /api/detect (POST), /api/detections, "
+        "/api/events, /api/stats, /healthz, /metrics, /snapshot.jpg, /upload, /video_feed")
     status, headers, body = get(server.port, "/video_feed?x", timeout=3, method="HEAD")
     assert headers["Content-Type"] == "multipart/x-mixed-replace; boundary=frame"
     assert "no-cache" in headers["Cache-Control"]
