@@ -125,7 +125,7 @@ def add_model_options(parser):
                        help="file with one class label per line (default: VOC's 20 labels)")
     group.add_argument("--anchors", default=env("ANCHORS", None),
                        help="anchor sizes 'w1,h1,w2,h2,...' in grid cells (default: VOC anchors)")
-    group.add_argument("--input-scale", type=float, default=env("INPUT_SCALE", None),
+    group.add_argument("--input-scale", type=ranged(float, 0.0001, 255.0), default=env("INPUT_SCALE", None),
                        help="multiplier from 0-255 pixels to the model's input range "
                             "(1 for the zoo model, 0.00392 for models trained on 0-1)")
     group.add_argument("--precision", choices=PRECISIONS, type=one_of(PRECISIONS), default=env("PRECISION", "auto"),

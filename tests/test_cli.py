@@ -47,6 +47,8 @@ def test_out_of_range_settings_are_refused_by_name(capsys, monkeypatch):
         (["--port", "70000"], "--port: '70000' is not a whole number from 1 to 65535"),
         (["--max-viewers", "-1"], "--max-viewers: '-1' is not a whole number of 0 or more"),
         (["--conf", "1.5"], "--conf: '1.5' is not a number from 0.0 to 1.0"),
+        (["--input-scale", "-1"], "--input-scale: '-1' is not a number from 0.0001 to 255.0"),  # no detections
+        (["--input-scale", "x"], "--input-scale: 'x' is not a number from 0.0001 to 255.0"),
     ]
     for argv, message in refused:
         with pytest.raises(SystemExit):
