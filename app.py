@@ -71,6 +71,20 @@ def env(name, default):
     return FromEnvironment(os.environ[variable], variable) if variable in os.environ else default
 
 
+def env_switch(name):
+    """An on/off setting's default: $STREAMDETECT_<NAME> as 1, true, yes, on or 0, false, no, off
+    (any case; unset is off), else argparse's kind of one-line error: 'False' must not mean on."""
+    variable = "STREAMDETECT_" + name
+    value = os.environ.get(variable, "")
+    if value.strip().lower() in ("", "0", "false", "no", "off"):
+        return False
+    if value.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    print("python app.py: error: ${}='{}' is neither 1, true, yes, on nor 0, false, no, off".format(variable, value),
+          file=sys.stderr)
+    sys.exit(2)
+
+
 def quoted(text):
     """'text', and the variable it came from when it came from the environment."""
     return "'{}'{}".format(text, " (from ${})".format(text.variable) if isinstance(text, FromEnvironment) else "")
@@ -1376,7 +1390,7 @@ def add_serve_options(parser):
                        help="turn each frame before detection, for a camera mounted upside down "
                             "(rotate-180) or sideways, or a mirror view (horizontal); a CSI camera "
                             "turns it in hardware (default %(default)s)")
-    group.add_argument("--loop", action="store_true", default=env("LOOP", "") not in ("", "0", "false"),
+    group.add_argument("--loop", action="store_true", default=env_switch("LOOP"),
                        help="repeat a video file without end (else it plays when its first viewer comes, "
                             "and again for one who joins after its end)")
     group.add_argument("--jpeg-quality", type=ranged(int, 1, 100), default=env("JPEG_QUALITY", 80),

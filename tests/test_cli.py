@@ -80,6 +80,21 @@ def test_a_choice_from_the_environment_is_checked_like_one_on_the_command_line(c
     assert app.build_parser().parse_args(["serve", "--flip", "horizontal"]).flip == "horizontal"
 
 
+def test_an_on_off_setting_from_the_environment_means_what_it_says(capsys, monkeypatch):
+    """STREAMDETECT_LOOP=False (or no, off) looped the video: any word but 0 and false was on."""
+    import app
+    for value, loop in (("False", False), ("no", False), ("OFF", False), ("0", False), ("", False),
+                        ("1", True), ("True", True), ("yes", True), ("on", True)):
+        monkeypatch.setenv("STREAMDETECT_LOOP", value)
+        assert app.build_parser().parse_args(["serve"]).loop is loop, value
+    assert app.build_parser().parse_args(["serve", "--loop"]).loop is True
+    monkeypatch.setenv("STREAMDETECT_LOOP", "forever")
+    with pytest.raises(SystemExit):
+        app.build_parser()
+    assert capsys.readouterr().err == ("python app.py: error: $STREAMDETECT_LOOP='forever' is neither 1, true, yes, "
+                                       "on nor 0, false, no, off\n")
+
+
 def test_out_of_range_test_source_is_a_one_line_error(red_square_model):
     from camera import SourceError, open_source
     for uri in ("test://?fps=abc", "test://?width=0", "test://?height=100000", "test://?die_after=-1"):
