@@ -626,6 +626,8 @@ def decoded_by_pillow(data):
 # The longest side of the picture the upload page shows: a phone's photo, 24 Mpx, would
 # make a page of ~10 MB and take a Nano seconds to encode, for no more than a screen shows.
 UPLOAD_PAGE_PIXELS = 1920
+# libjpeg's largest side: a longer picture's annotated JPEG is scaled to it (a panorama's PNG may be longer).
+JPEG_MAX_SIDE = 65500
 
 
 def shown_smaller(frame, detections, longest):
@@ -917,8 +919,9 @@ def create_app(settings=None, start=False):
         with upload_place():
             frame, detections, record, camera = detect_upload(*received)
             if annotated:
-                draw_detections(frame, detections, camera.detector.colors)
-                return Response(encode_opencv(frame, 90), mimetype="image/jpeg")
+                shown, detections = shown_smaller(frame, detections, JPEG_MAX_SIDE)
+                draw_detections(shown, detections, camera.detector.colors)
+                return Response(encode_opencv(shown, 90), mimetype="image/jpeg")
             return jsonify(record)
 
     def upload_page(**shown):

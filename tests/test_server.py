@@ -236,6 +236,9 @@ def test_uploads_good_and_bad(server):
     assert status == 200 and headers["Content-Type"] == "image/jpeg"
     assert cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).shape == (240, 320, 3)
     assert get(server.port, "/api/detect?annotate=True", method="POST", body=jpeg)[1]["Content-Type"] == "image/jpeg"
+    panorama = cv2.imencode(".png", np.full((10, 70000, 3), 128, np.uint8))[1].tobytes()  # beyond JPEG's 65500
+    status, headers, body = get(server.port, "/api/detect?annotate=1", method="POST", body=panorama)
+    assert status == 200 and cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).shape[1] == 65500
     assert get_json(server.port, "/api/detect?annotate=no", method="POST", body=jpeg)[1]["detections"]
     assert get_json(server.port, "/api/detect?annotate=jpeg", method="POST", body=jpeg) == (400, {
         "error": "annotate=jpeg is not 1, true or yes (the annotated JPEG) nor 0, false or no (JSON)"})
