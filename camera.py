@@ -174,12 +174,13 @@ class SyntheticSource(FrameSource):
 
 class ImageFolderSource(FrameSource):
     """The images of a folder in name order (those matching `names`, a glob pattern),
-    shown at `fps`, cycled. The folder is listed again at the end of each round, so
-    images added meanwhile are shown."""
+    shown at `fps`, cycled, each scaled down to fit `size` (w, h) if given: a phone's
+    photo would be a stream of 4 MB JPEGs, bigger than any screen shows. The folder
+    is listed again at the end of each round, so images added meanwhile are shown."""
 
-    def __init__(self, uri, folder, fps=2.0, names="*"):
+    def __init__(self, uri, folder, fps=2.0, names="*", size=None):
         super(ImageFolderSource, self).__init__(uri)
-        self.folder, self.names, self.fps = folder, names, float(fps)
+        self.folder, self.names, self.fps, self.size = folder, names, float(fps), size
         self.paths, self.index, self.next_due = [], 0, 0.0
         self.unreadable = set()  # (path, modification time) of files OpenCV could not read
         self.image = None
@@ -200,7 +201,8 @@ class ImageFolderSource(FrameSource):
         self.index = 0
 
     def mode(self):
-        return "{} image{} at {:g} FPS".format(len(self.paths), "" if len(self.paths) == 1 else "s", self.fps)
+        fit = ", larger ones scaled to fit {}x{}".format(*self.size) if self.size else ""
+        return "{} image{} at {:g} FPS{}".format(len(self.paths), "" if len(self.paths) == 1 else "s", self.fps, fit)
 
     def grab(self):
         """The next image that OpenCV can read, read here: a slide show is slow
@@ -215,6 +217,7 @@ class ImageFolderSource(FrameSource):
             self.index += 1
             self.image = cv2.imread(path, cv2.IMREAD_COLOR)
             if self.image is not None:
+                self.image = fitted(self.image, self.size)
                 delay = self.next_due - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
@@ -227,6 +230,18 @@ class ImageFolderSource(FrameSource):
 
     def retrieve(self):
         return self.image
+
+
+def fitted(image, size):
+    """`image` scaled down to fit `size` (w, h), keeping its shape; as it is if it fits or no size is given."""
+    if size is None:
+        return image
+    height, width = image.shape[:2]
+    scale = min(float(size[0]) / width, float(size[1]) / height)
+    if scale >= 1.0:
+        return image
+    return cv2.resize(image, (max(1, int(round(width * scale))), max(1, int(round(height * scale)))),
+                      interpolation=cv2.INTER_AREA)
 
 
 def files_in(folder, extensions, names="*"):
@@ -681,12 +696,12 @@ def _plain_source(uri, width, height, fps, loop):
     path = uri[len("file://"):] if uri.startswith("file://") else uri
     slide_show_fps = fps if fps and fps < 30 else 2.0
     if os.path.isdir(path):
-        return ImageFolderSource(uri, path, fps=slide_show_fps)
+        return ImageFolderSource(uri, path, fps=slide_show_fps, size=size)
     if os.path.isfile(path) and path.lower().endswith(IMAGE_EXTENSIONS):  # a slide show of one picture
         if cv2.imread(path, cv2.IMREAD_COLOR) is None:
             raise SourceError("{} is not an image OpenCV can read".format(uri))
         return ImageFolderSource(uri, os.path.dirname(os.path.abspath(path)), fps=slide_show_fps,
-                                 names=glob.escape(os.path.basename(path)))
+                                 names=glob.escape(os.path.basename(path)), size=size)
     if os.path.isfile(path):
         source = OpenCVSource(uri, path, cv2.CAP_ANY, hint="is it a video OpenCV can decode?",
                               live=loop, paced=True, loop=loop)

@@ -347,6 +347,19 @@ def test_image_folder_source_cycles(tmp_path):
     assert values == [0, 100, 0, 100]
 
 
+def test_pictures_larger_than_asked_are_shown_scaled_to_fit(tmp_path):
+    """A phone's 4000x3000 photo would be a stream of 4 MB JPEGs: --width and --height bound a
+    slide show's pictures as they are asked of a camera; smaller ones are shown as they are."""
+    for name, shape in (("a.png", (3000, 4000, 3)), ("b.png", (4000, 1000, 3)), ("c.png", (100, 120, 3))):
+        cv2.imwrite(str(tmp_path / name), np.full(shape, 90, np.uint8))
+    source = open_source(str(tmp_path), 640, 480, fps=25)
+    source.open()
+    assert [read(source).shape for _ in range(3)] == [(480, 640, 3), (480, 120, 3), (100, 120, 3)]
+    source = open_source(str(tmp_path / "a.png"), 1920, 1080, fps=25)
+    source.open()
+    assert read(source).shape == (1080, 1440, 3)
+
+
 def test_an_image_file_is_a_slide_show_of_one_picture(tmp_path):
     """Not a one-frame video that ends at once (and is then shown marked ENDED)."""
     picture = tmp_path / "dog [1].png"  # glob's brackets in the name are the name's own
@@ -354,7 +367,7 @@ def test_an_image_file_is_a_slide_show_of_one_picture(tmp_path):
     cv2.imwrite(str(tmp_path / "dog 1.png"), np.full((40, 50, 3), 11, np.uint8))
     source = open_source(str(picture), fps=25)
     source.open()
-    assert source.mode() == "1 image at 25 FPS"
+    assert source.mode() == "1 image at 25 FPS, larger ones scaled to fit 640x480"
     assert [int(read(source)[0, 0, 0]) for _ in range(3)] == [77, 77, 77]
     (tmp_path / "broken.jpg").write_bytes(b"not a picture")
     with pytest.raises(SourceError, match="broken.jpg is not an image OpenCV can read"):
