@@ -878,8 +878,19 @@ def create_app(settings=None, start=False):
         response.headers["X-Accel-Buffering"] = "no"
         return response
 
+    def refuse_detection_choices():
+        """?classes=, ?conf=, ?iou= of a picture: it is drawn once for every viewer, with the server's own."""
+        for name in ("classes", "conf", "iou"):
+            if name in request.args:
+                value = request.args[name]
+                raise HttpError(400, "{0}={1}: the picture is drawn once for every viewer, with the server's own "
+                                     "--{0}; start the server with --{0} {1}{2}".format(
+                                         name, value, "" if name == "iou" else ", or read /api/detections?{}={} "
+                                         "(or /api/events) for this choice alone".format(name, value)))
+
     @app.route("/video_feed")
     def video_feed():
+        refuse_detection_choices()
         return stream_to_viewer(mjpeg_parts, "multipart/x-mixed-replace; boundary=" + BOUNDARY)
 
     @app.route("/api/events")
@@ -889,6 +900,7 @@ def create_app(settings=None, start=False):
 
     @app.route("/snapshot.jpg")
     def snapshot():
+        refuse_detection_choices()
         raw = not annotation_asked(True, "boxes, labels and stats drawn", "the camera's picture alone")
         camera = pipeline.get()
         frame = current_frame(camera, raw)

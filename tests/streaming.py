@@ -96,12 +96,14 @@ def free_port():
 
 
 def get(port, path, headers=None, timeout=10, method="GET", body=None):
-    """(status, headers dict, body bytes) of one request."""
+    """(status, headers dict, body bytes) of one request; the body of a stream, which has no
+    end, is left unread (b"")."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
+        streamed = response.getheader("Content-Type", "").startswith(("multipart/x-mixed-replace", "text/event-stream"))
+        return response.status, dict(response.getheaders()), b"" if streamed else response.read()
     finally:
         conn.close()
 

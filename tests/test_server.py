@@ -355,6 +355,15 @@ def test_a_reader_of_the_stream_detections_can_narrow_them(server):
         status, answer = get_json(server.port, path + "?classes=unicorn")
         assert status == 400 and answer["error"].startswith("classes: unicorn is not among the classes of ")
     assert wait_for_viewers(server, 0, 5) == 0  # a refused reader took no place
+    for path in ("/video_feed", "/snapshot.jpg"):  # drawn once for all: not ignored, said why
+        assert get(server.port, path + "?classes=person")[0] == 400
+        assert get_json(server.port, path + "?classes=person")[1]["error"] == (
+            "classes=person: the picture is drawn once for every viewer, with the server's own --classes; start the "
+            "server with --classes person, or read /api/detections?classes=person (or /api/events) for this choice "
+            "alone")
+        assert get_json(server.port, path + "?iou=0.3") == (400, {"error": (
+            "iou=0.3: the picture is drawn once for every viewer, with the server's own --iou; start the server with "
+            "--iou 0.3")})
 
 
 def test_a_reader_cannot_ask_for_classes_the_server_leaves_out(red_square_model):
