@@ -190,8 +190,11 @@ class ImageFolderSource(FrameSource):
         if not self.paths:
             if self.names != "*":  # one image, given by name
                 raise SourceError("{} is gone or no longer an image OpenCV can read".format(self.uri))
-            raise SourceError("folder {} has no images OpenCV can read ({})".format(
-                self.folder, ", ".join(IMAGE_EXTENSIONS)))
+            videos = files_in(self.folder, VIDEO_EXTENSIONS)
+            raise SourceError("folder {} has no images OpenCV can read ({}){}".format(
+                self.folder, ", ".join(IMAGE_EXTENSIONS), "; a folder is a slide show of its images: give one of "
+                "its {} videos as --source, e.g. {} (--loop repeats it)".format(len(videos), videos[0])
+                if videos else ""))
         self.next_due = time.monotonic()
 
     def _list(self):

@@ -402,6 +402,14 @@ def test_image_folder_source_says_once_what_it_leaves_out_and_shows_new_images(t
     assert read(source) is None
     with pytest.raises(SourceError, match="has no images OpenCV can read"):  # the pipeline's reopening
         source.open()
+    (tmp_path / "3.jpg").unlink()
+    write_clip(tmp_path / "b.mp4", [np.zeros((40, 50, 3), np.uint8)], 10)
+    write_clip(tmp_path / "a.avi", [np.zeros((40, 50, 3), np.uint8)], 10)
+    with pytest.raises(SourceError) as refused:  # a folder of clips: not a playlist, and said so
+        open_source(str(tmp_path)).open()
+    assert str(refused.value) == (
+        "folder {0} has no images OpenCV can read (.jpg, .jpeg, .png, .bmp, .webp); a folder is a slide show of its "
+        "images: give one of its 2 videos as --source, e.g. {0}/a.avi (--loop repeats it)".format(tmp_path))
 
 
 # --flip's turns as NumPy makes them, to check OpenCV's against.
