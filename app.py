@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from camera import CAPTURE_LIMITS, FLIPS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Camera, SourceError, TooManyViewers, \
-    encode_opencv, files_in, number_in_range, open_source, quiet_opencv, reported_fps, resolve_source
+    encode_opencv, files_in, fitted, number_in_range, open_source, quiet_opencv, reported_fps, resolve_source
 from get_engine import BACKENDS, PRECISIONS, EngineError, ModelError
 from yolo_tool import DEFAULT_MODEL, NAMED_MODELS, Detection, Detector, cache_dir, draw_detections, parse_anchors, \
     read_labels, resolve_model
@@ -632,10 +632,10 @@ JPEG_MAX_SIDE = 65500
 
 def shown_smaller(frame, detections, longest):
     """(`frame` scaled down to at most `longest` pixels a side, the detections' boxes scaled alike)."""
-    scale = float(longest) / max(frame.shape[:2])
-    if scale >= 1.0:
+    smaller = fitted(frame, (longest, longest))
+    if smaller is frame:
         return frame, detections
-    smaller = cv2.resize(frame, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    scale = float(smaller.shape[1]) / frame.shape[1]
     return smaller, [Detection(d.label, d.class_id, d.score, [v * scale for v in d.box]) for d in detections]
 
 

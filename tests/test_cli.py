@@ -294,7 +294,8 @@ def test_detect_reads_a_picture_piped_in(tmp_path, red_square_model):
     result = run("detect", "-", *options, input=tga.getvalue().decode("latin-1"), encoding="latin-1")
     assert result.returncode == 0 and json.loads(result.stdout)["detections"] == from_file["detections"]
     result = run("detect", "-", str(picture), "-", *options, input="")
-    assert result.returncode == 2 and result.stderr == "error: - (standard input) is given twice; it holds one picture\n"
+    assert result.returncode == 2
+    assert result.stderr == "error: - (standard input) is given twice; it holds one picture\n"
     result = run("detect", "http://camera/snapshot.jpg", str(picture), *options)
     assert result.returncode == 1 and json.loads(result.stdout)["image"] == str(picture)
     assert result.stderr.endswith("error: http://camera/snapshot.jpg: detect reads files: for a camera or stream, run "
