@@ -76,9 +76,10 @@ def env_switch(name):
     (any case; unset is off), else argparse's kind of one-line error: 'False' must not mean on."""
     variable = "STREAMDETECT_" + name
     value = os.environ.get(variable, "")
-    if value.strip().lower() in ("", "0", "false", "no", "off"):
+    word = value.strip().lower()
+    if word in ("", "0", "false", "no", "off"):
         return False
-    if value.strip().lower() in ("1", "true", "yes", "on"):
+    if word in ("1", "true", "yes", "on"):
         return True
     print("python app.py: error: ${}='{}' is neither 1, true, yes, on nor 0, false, no, off".format(variable, value),
           file=sys.stderr)
