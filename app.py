@@ -1392,7 +1392,7 @@ def add_serve_options(parser):
     group.add_argument("--source", type=os.path.expanduser, default=env("SOURCE", "auto"),
                        help="0 or /dev/videoN (USB camera), csi://0 (Jetson CSI camera), rtsp://... or "
                             "http://... (network stream, or a camera's snapshot URL), a video file, a folder of "
-                            "images, or test:// "
+                            "images and videos, or test:// "
                             "(synthetic scene). auto: the first USB camera, else test:// "
                             "(default %(default)s)")
     group.add_argument("--width", type=ranged(*CAPTURE_LIMITS["width"]), default=env("WIDTH", 640),

@@ -172,67 +172,110 @@ class SyntheticSource(FrameSource):
         return frame
 
 
-class ImageFolderSource(FrameSource):
-    """The images of a folder in name order (those matching `names`, a glob pattern),
-    shown at `fps`, cycled, each scaled down to fit `size` (w, h) if given: a phone's
-    photo would be a stream of 4 MB JPEGs, bigger than any screen shows. The folder
-    is listed again at the end of each round, so images added meanwhile are shown."""
+class FolderSource(FrameSource):
+    """The images and videos of a folder in name order (those matching `names`, a glob
+    pattern), cycled: each image shown for 1/`fps` s, each video played through at its
+    own rate, as `detect FOLDER` reads them. Every picture is scaled down to fit `size`
+    (w, h) if given: a phone's photo would be a stream of 4 MB JPEGs, bigger than any
+    screen shows. The folder is listed again at the end of each round, so files added
+    meanwhile are shown; one OpenCV cannot read is said once and left out."""
 
     def __init__(self, uri, folder, fps=2.0, names="*", size=None):
-        super(ImageFolderSource, self).__init__(uri)
+        super(FolderSource, self).__init__(uri)
         self.folder, self.names, self.fps, self.size = folder, names, float(fps), size
         self.paths, self.index, self.next_due = [], 0, 0.0
         self.unreadable = set()  # (path, modification time) of files OpenCV could not read
         self.image = None
+        self.video = None  # the VideoCapture of the video playing
+        self.video_path, self.video_interval, self.video_frames = None, 0.0, 0
 
     def open(self):
         self._list()
         if not self.paths:
             if self.names != "*":  # one image, given by name
                 raise SourceError("{} is gone or no longer an image OpenCV can read".format(self.uri))
-            videos = files_in(self.folder, VIDEO_EXTENSIONS)
-            raise SourceError("folder {} has no images OpenCV can read ({}){}".format(
-                self.folder, ", ".join(IMAGE_EXTENSIONS), "; a folder is a slide show of its images: give one of "
-                "its {} videos as --source, e.g. {} (--loop repeats it)".format(len(videos), videos[0])
-                if videos else ""))
+            raise SourceError("folder {} has no images or videos OpenCV can read ({})".format(
+                self.folder, ", ".join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)))
         self.next_due = time.monotonic()
 
     def _list(self):
-        """The folder's images but those known unreadable as they are now (changed, one is tried again)."""
-        paths = files_in(self.folder, IMAGE_EXTENSIONS, self.names)
+        """The folder's files but those known unreadable as they are now (changed, one is tried again)."""
+        paths = files_in(self.folder, IMAGE_EXTENSIONS + VIDEO_EXTENSIONS, self.names)
         self.paths = [path for path in paths if _version(path) not in self.unreadable]
         self.index = 0
 
     def mode(self):
+        videos = sum(1 for path in self.paths if path.lower().endswith(VIDEO_EXTENSIONS))
+        images = len(self.paths) - videos
+        shown = ["{} image{} at {:g} FPS".format(images, "" if images == 1 else "s", self.fps)] if images else []
+        shown += ["{} video{} at {} own rate".format(videos, *("", "its") if videos == 1 else ("s", "their"))] \
+            if videos else []
         fit = ", larger ones scaled to fit {}x{}".format(*self.size) if self.size else ""
-        return "{} image{} at {:g} FPS{}".format(len(self.paths), "" if len(self.paths) == 1 else "s", self.fps, fit)
+        return " and ".join(shown) + fit
 
     def grab(self):
-        """The next image that OpenCV can read, read here: a slide show is slow
-        enough that decoding each image is no waste. One it cannot read is said
-        once and left out; False when none is left."""
+        """The next frame of the video playing, else of the next file OpenCV can read (an
+        image is read here: a slide show is slow enough that decoding each is no waste);
+        False when none is left."""
         while True:
+            if self.video is not None:
+                if self.video.grab():
+                    self.video_frames += 1
+                    self._wait(self.video_interval)
+                    return True
+                played, path = self.video_frames, self.video_path
+                self._stop_video()
+                if not played:  # opens, but gives no frame: not to be tried again each round
+                    self._leave_out(path)
+                continue
             if self.index >= len(self.paths):
                 self._list()
                 if not self.paths:
                     return False
             path = self.paths[self.index]
             self.index += 1
-            self.image = cv2.imread(path, cv2.IMREAD_COLOR)
-            if self.image is not None:
-                self.image = fitted(self.image, self.size)
-                delay = self.next_due - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                self.next_due = max(self.next_due + 1.0 / self.fps, time.monotonic())
-                return True
-            version = _version(path)
-            if version[1] is not None:  # a file removed since the listing is no news
-                log.warning("leaving out %s: not an image OpenCV can read (tried again once it changes)", path)
-                self.unreadable.add(version)
+            if path.lower().endswith(VIDEO_EXTENSIONS):
+                capture = cv2.VideoCapture(path)
+                if capture.isOpened():
+                    self.video, self.video_path, self.video_frames = capture, path, 0
+                    self.video_interval = 1.0 / reported_fps(capture)
+                    continue
+                capture.release()
+            else:
+                self.image = cv2.imread(path, cv2.IMREAD_COLOR)
+                if self.image is not None:
+                    self.image = fitted(self.image, self.size)
+                    self._wait(1.0 / self.fps)
+                    return True
+            self._leave_out(path)
+
+    def _leave_out(self, path):
+        version = _version(path)
+        if version[1] is not None:  # a file removed since the listing is no news
+            log.warning("leaving out %s: not %s OpenCV can read (tried again once it changes)", path,
+                        "a video" if path.lower().endswith(VIDEO_EXTENSIONS) else "an image")
+            self.unreadable.add(version)
+
+    def _wait(self, interval):
+        """Until the frame before is shown for its time; the next is due `interval` later."""
+        delay = self.next_due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        self.next_due = max(self.next_due + interval, time.monotonic())
 
     def retrieve(self):
-        return self.image
+        if self.video is None:
+            return self.image
+        ok, frame = self.video.retrieve()
+        return fitted(frame, self.size) if ok else None
+
+    def _stop_video(self):
+        self.video.release()
+        self.video = None
+
+    def close(self):
+        if self.video is not None:
+            self._stop_video()
 
 
 def fitted(image, size):
@@ -649,7 +692,7 @@ def open_source(uri, width=640, height=480, fps=30.0, loop=False, flip="none"):
     name) says: a CSI camera's in hardware, any other's in software.
 
     `0` or `/dev/videoN`: V4L2 camera; `csi://N`: Jetson CSI camera;
-    `rtsp://`, `http(s)://`: network stream; a video file; a folder of images;
+    `rtsp://`, `http(s)://`: network stream; a video file; a folder of images and videos;
     `test://[?width=&height=&fps=&die_after=]`: synthetic scene.
     """
     flip_method, turn = FLIPS[flip]
@@ -699,12 +742,12 @@ def _plain_source(uri, width, height, fps, loop):
     path = uri[len("file://"):] if uri.startswith("file://") else uri
     slide_show_fps = fps if fps and fps < 30 else 2.0
     if os.path.isdir(path):
-        return ImageFolderSource(uri, path, fps=slide_show_fps, size=size)
+        return FolderSource(uri, path, fps=slide_show_fps, size=size)
     if os.path.isfile(path) and path.lower().endswith(IMAGE_EXTENSIONS):  # a slide show of one picture
         if cv2.imread(path, cv2.IMREAD_COLOR) is None:
             raise SourceError("{} is not an image OpenCV can read".format(uri))
-        return ImageFolderSource(uri, os.path.dirname(os.path.abspath(path)), fps=slide_show_fps,
-                                 names=glob.escape(os.path.basename(path)), size=size)
+        return FolderSource(uri, os.path.dirname(os.path.abspath(path)), fps=slide_show_fps,
+                            names=glob.escape(os.path.basename(path)), size=size)
     if os.path.isfile(path):
         source = OpenCVSource(uri, path, cv2.CAP_ANY, hint="is it a video OpenCV can decode?",
                               live=loop, paced=True, loop=loop)
@@ -740,7 +783,7 @@ def resolve_source(uri):
         return device
     log.warning("source auto: no camera found at /dev/video0-3; streaming test:// instead. Pick a "
                 "source with --source: /dev/video0, csi://0, rtsp://..., http://..., a video file "
-                "(--loop to repeat), a folder of images, or test://")
+                "(--loop to repeat), a folder of images and videos, or test://")
     return "test://"
 
 

@@ -400,16 +400,35 @@ def test_image_folder_source_says_once_what_it_leaves_out_and_shows_new_images(t
     (tmp_path / "3.jpg").write_bytes(b"not a picture either")
     source.open()
     assert read(source) is None
-    with pytest.raises(SourceError, match="has no images OpenCV can read"):  # the pipeline's reopening
+    with pytest.raises(SourceError, match="has no images or videos OpenCV can read"):  # the pipeline's reopening
         source.open()
-    (tmp_path / "3.jpg").unlink()
-    write_clip(tmp_path / "b.mp4", [np.zeros((40, 50, 3), np.uint8)], 10)
-    write_clip(tmp_path / "a.avi", [np.zeros((40, 50, 3), np.uint8)], 10)
-    with pytest.raises(SourceError) as refused:  # a folder of clips: not a playlist, and said so
-        open_source(str(tmp_path)).open()
-    assert str(refused.value) == (
-        "folder {0} has no images OpenCV can read (.jpg, .jpeg, .png, .bmp, .webp); a folder is a slide show of its "
-        "images: give one of its 2 videos as --source, e.g. {0}/a.avi (--loop repeats it)".format(tmp_path))
+
+
+def test_a_folder_plays_its_videos_between_its_images(tmp_path, caplog):
+    """A folder of clips (a dashcam's, a doorbell's) plays as `detect FOLDER` reads it: each video
+    through at its own rate, each image for 1/--fps s, in name order; one OpenCV cannot open is
+    said once and left out."""
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((120, 160, 3), 10, np.uint8))
+    write_clip(tmp_path / "b.avi", greys(4, step=50, size=(1280, 960)), 10)
+    cv2.imwrite(str(tmp_path / "c.png"), np.full((120, 160, 3), 240, np.uint8))
+    (tmp_path / "d.mp4").write_bytes(b"not a video")
+    source = open_source(str(tmp_path), fps=25)
+    source.open()
+    assert source.mode() == "2 images at 25 FPS and 2 videos at their own rate, larger ones scaled to fit 640x480"
+    frames, times = [], []
+    for _ in range(7):
+        frames.append(read(source))
+        times.append(time.monotonic())
+    assert [int(round(frame[0, 0, 0] / 10.0)) * 10 for frame in frames] == [10, 0, 50, 100, 150, 240, 10]
+    assert frames[2].shape == (480, 640, 3)  # the video's 1280x960, scaled to fit as a picture is
+    assert times[4] - times[1] > 0.25  # 10 FPS: three intervals of 0.1 s
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "leaving out {}: not a video OpenCV can read (tried again once it changes)".format(tmp_path / "d.mp4")]
+    source.close()
+    (tmp_path / "a.png").unlink()
+    (tmp_path / "c.png").unlink()
+    source.open()
+    assert source.mode() == "1 video at its own rate, larger ones scaled to fit 640x480"
 
 
 # --flip's turns as NumPy makes them, to check OpenCV's against.
