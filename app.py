@@ -1396,8 +1396,8 @@ def add_serve_options(parser):
                             "(synthetic scene). auto: the first USB camera, else test:// "
                             "(default %(default)s)")
     group.add_argument("--width", type=ranged(*CAPTURE_LIMITS["width"]), default=env("WIDTH", 640),
-                       help="capture width asked of cameras; a slide show's pictures are scaled down to fit "
-                            "--width x --height (default %(default)s)")
+                       help="capture width asked of cameras; a larger frame, of any source but test://, is "
+                            "shown scaled down to fit --width x --height (default %(default)s)")
     group.add_argument("--height", type=ranged(*CAPTURE_LIMITS["height"]), default=env("HEIGHT", 480),
                        help="capture height asked of cameras (default %(default)s)")
     group.add_argument("--fps", type=ranged(*CAPTURE_LIMITS["fps"]), default=env("FPS", 30),

@@ -90,6 +90,7 @@ class FrameSource(object):
 
     live = True  # a live source is reopened when it fails; a finished file is not
     turn = None  # --flip in software: frame -> the frame turned (set by open_source)
+    fit = None  # (w, h): larger frames are scaled down to fit (set by open_source: --width, --height)
 
     def __init__(self, uri):
         self.uri = without_secrets(uri)  # as logs, /api/stats and status frames show it
@@ -175,14 +176,13 @@ class SyntheticSource(FrameSource):
 class FolderSource(FrameSource):
     """The images and videos of a folder in name order (those matching `names`, a glob
     pattern), cycled: each image shown for 1/`fps` s, each video played through at its
-    own rate, as `detect FOLDER` reads them. Every picture is scaled down to fit `size`
-    (w, h) if given: a phone's photo would be a stream of 4 MB JPEGs, bigger than any
-    screen shows. The folder is listed again at the end of each round, so files added
-    meanwhile are shown; one OpenCV cannot read is said once and left out."""
+    own rate, as `detect FOLDER` reads them. The folder is listed again at the end of
+    each round, so files added meanwhile are shown; one OpenCV cannot read is said once
+    and left out."""
 
-    def __init__(self, uri, folder, fps=2.0, names="*", size=None):
+    def __init__(self, uri, folder, fps=2.0, names="*"):
         super(FolderSource, self).__init__(uri)
-        self.folder, self.names, self.fps, self.size = folder, names, float(fps), size
+        self.folder, self.names, self.fps = folder, names, float(fps)
         self.paths, self.index, self.next_due = [], 0, 0.0
         self.unreadable = set()  # (path, modification time) of files OpenCV could not read
         self.image = None
@@ -210,8 +210,7 @@ class FolderSource(FrameSource):
         shown = ["{} image{} at {:g} FPS".format(images, "" if images == 1 else "s", self.fps)] if images else []
         shown += ["{} video{} at {} own rate".format(videos, *("", "its") if videos == 1 else ("s", "their"))] \
             if videos else []
-        fit = ", larger ones scaled to fit {}x{}".format(*self.size) if self.size else ""
-        return " and ".join(shown) + fit
+        return " and ".join(shown)
 
     def grab(self):
         """The next frame of the video playing, else of the next file OpenCV can read (an
@@ -244,7 +243,6 @@ class FolderSource(FrameSource):
             else:
                 self.image = cv2.imread(path, cv2.IMREAD_COLOR)
                 if self.image is not None:
-                    self.image = fitted(self.image, self.size)
                     self._wait(1.0 / self.fps)
                     return True
             self._leave_out(path)
@@ -267,7 +265,7 @@ class FolderSource(FrameSource):
         if self.video is None:
             return self.image
         ok, frame = self.video.retrieve()
-        return fitted(frame, self.size) if ok else None
+        return frame if ok else None
 
     def _stop_video(self):
         self.video.release()
@@ -689,7 +687,11 @@ def _query_number(uri, query, name, default, limits):
 
 def open_source(uri, width=640, height=480, fps=30.0, loop=False, flip="none"):
     """URI -> an unopened FrameSource whose frames are turned as `flip` (a FLIPS
-    name) says: a CSI camera's in hardware, any other's in software.
+    name) says: a CSI camera's in hardware, any other's in software; and whose
+    frames larger than `width` x `height` the pipeline scales down to fit (a file's,
+    a network camera's, a USB camera's without the mode asked): the stream's size
+    is bounded alike for every source, which on a Jetson keeps a 4K camera's
+    drawing and encoding from costing more than inference.
 
     `0` or `/dev/videoN`: V4L2 camera; `csi://N`: Jetson CSI camera;
     `rtsp://`, `http(s)://`: network stream; a video file; a folder of images and videos;
@@ -709,6 +711,8 @@ def open_source(uri, width=640, height=480, fps=30.0, loop=False, flip="none"):
                             hint="is the ribbon cable seated and nvargus-daemon running?")
     source = _plain_source(uri, width, height, fps, loop)
     source.turn = turn
+    if not uri.startswith("test://"):  # drawn at the size its URI asks; a CSI camera gives the size asked
+        source.fit = (int(width), int(height))
     return source
 
 
@@ -742,12 +746,12 @@ def _plain_source(uri, width, height, fps, loop):
     path = uri[len("file://"):] if uri.startswith("file://") else uri
     slide_show_fps = fps if fps and fps < 30 else 2.0
     if os.path.isdir(path):
-        return FolderSource(uri, path, fps=slide_show_fps, size=size)
+        return FolderSource(uri, path, fps=slide_show_fps)
     if os.path.isfile(path) and path.lower().endswith(IMAGE_EXTENSIONS):  # a slide show of one picture
         if cv2.imread(path, cv2.IMREAD_COLOR) is None:
             raise SourceError("{} is not an image OpenCV can read".format(uri))
         return FolderSource(uri, os.path.dirname(os.path.abspath(path)), fps=slide_show_fps,
-                            names=glob.escape(os.path.basename(path)), size=size)
+                            names=glob.escape(os.path.basename(path)))
     if os.path.isfile(path):
         source = OpenCVSource(uri, path, cv2.CAP_ANY, hint="is it a video OpenCV can decode?",
                               live=loop, paced=True, loop=loop)
@@ -926,6 +930,7 @@ class Camera(object):
         self._to_render = None
         self._newest_detected = 0  # capture number of the newest frame handed to the renderer
         self._failed_at = 0.0  # when an inference last failed
+        self._fit_told = False  # whether the log said that frames are scaled to fit
         self._seq = 0
         self._threads = []
         self._publish_status("starting")
@@ -1144,6 +1149,7 @@ class Camera(object):
                     if frame is None:
                         ended = True
                         break
+                    frame = self._fitted(frame)
                     if self.source.turn is not None:
                         frame = self.source.turn(frame)
                     self._hand_to_detector(frame, self.detector.prepare(frame) if prepare_here else None,
@@ -1162,6 +1168,16 @@ class Camera(object):
                     continue
                 failures += 1
                 self._source_down("{} stopped delivering frames".format(self.source.uri), failures)
+
+    def _fitted(self, frame):
+        """The frame scaled down to fit the source's `fit`, which the log says once."""
+        smaller = fitted(frame, self.source.fit)
+        if smaller is not frame and not self._fit_told:
+            self._fit_told = True
+            log.info("%s gives %dx%d frames: they are shown scaled down to %dx%d, to fit %dx%d (--width, --height)",
+                     self.source.uri, frame.shape[1], frame.shape[0], smaller.shape[1], smaller.shape[0],
+                     *self.source.fit)
+        return smaller
 
     def _source_down(self, reason, failures):
         delay = self.RESTART_DELAYS[min(failures, len(self.RESTART_DELAYS)) - 1]

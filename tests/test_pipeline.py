@@ -2,6 +2,7 @@
 import hashlib
 import http.server
 import itertools
+import logging
 import os
 import re
 import socketserver
@@ -347,17 +348,35 @@ def test_image_folder_source_cycles(tmp_path):
     assert values == [0, 100, 0, 100]
 
 
-def test_pictures_larger_than_asked_are_shown_scaled_to_fit(tmp_path):
-    """A phone's 4000x3000 photo would be a stream of 4 MB JPEGs: --width and --height bound a
-    slide show's pictures as they are asked of a camera; smaller ones are shown as they are."""
-    for name, shape in (("a.png", (3000, 4000, 3)), ("b.png", (4000, 1000, 3)), ("c.png", (100, 120, 3))):
-        cv2.imwrite(str(tmp_path / name), np.full(shape, 90, np.uint8))
-    source = open_source(str(tmp_path), 640, 480, fps=25)
-    source.open()
-    assert [read(source).shape for _ in range(3)] == [(480, 640, 3), (480, 120, 3), (100, 120, 3)]
-    source = open_source(str(tmp_path / "a.png"), 1920, 1080, fps=25)
-    source.open()
-    assert read(source).shape == (1080, 1440, 3)
+def test_frames_larger_than_asked_are_shown_scaled_to_fit(tmp_path, red_square_model, caplog):
+    """A phone's 4000x3000 photo in a folder, a 4K network camera: frames beyond --width x --height
+    are detected, drawn and streamed scaled down to fit, as a USB camera is asked for that size
+    (a 4 MB JPEG per frame otherwise, and on a Jetson drawing and encoding dearer than inference);
+    the log says so once. test:// keeps the size its URI asks."""
+    caplog.set_level(logging.INFO, logger="streamdetect")
+    scene = cv2.resize(red_square_scene(), (1280, 960), interpolation=cv2.INTER_NEAREST)
+    cv2.imwrite(str(tmp_path / "scene.png"), scene)
+    detector = Detector(red_square_model, backend="onnxruntime")
+
+    def published(source):
+        camera = Camera(source, detector).start()
+        try:
+            assert wait_until(lambda: camera.stats()["frames_published"] >= 3, 10)
+            return camera.latest_frame()
+        finally:
+            camera.stop()
+    frame = published(open_source(str(tmp_path), 640, 480, fps=25))
+    assert (frame.width, frame.height) == (640, 480)
+    expected, _ = detector.detect(cv2.resize(scene, (640, 480), interpolation=cv2.INTER_AREA))
+    assert expected and same_boxes(frame.detections, expected)
+    told = [r.getMessage() for r in caplog.records if "scaled down" in r.getMessage()]
+    assert told == ["{} gives 1280x960 frames: they are shown scaled down to 640x480, to fit 640x480 (--width, "
+                    "--height)".format(tmp_path)]
+    fitting = published(open_source(str(tmp_path), 1920, 1080, fps=25))
+    assert (fitting.width, fitting.height) == (1280, 960)
+    assert published(open_source("test://?width=1280&height=720", 640, 480)).width == 1280
+    write_clip(tmp_path / "4k.avi", [scene] * 20, 10)  # a video file, as a network camera's stream
+    assert published(open_source(str(tmp_path / "4k.avi"), 640, 480, loop=True)).width == 640
 
 
 def test_an_image_file_is_a_slide_show_of_one_picture(tmp_path):
@@ -367,7 +386,7 @@ def test_an_image_file_is_a_slide_show_of_one_picture(tmp_path):
     cv2.imwrite(str(tmp_path / "dog 1.png"), np.full((40, 50, 3), 11, np.uint8))
     source = open_source(str(picture), fps=25)
     source.open()
-    assert source.mode() == "1 image at 25 FPS, larger ones scaled to fit 640x480"
+    assert source.mode() == "1 image at 25 FPS"
     assert [int(read(source)[0, 0, 0]) for _ in range(3)] == [77, 77, 77]
     (tmp_path / "broken.jpg").write_bytes(b"not a picture")
     with pytest.raises(SourceError, match="broken.jpg is not an image OpenCV can read"):
@@ -414,13 +433,13 @@ def test_a_folder_plays_its_videos_between_its_images(tmp_path, caplog):
     (tmp_path / "d.mp4").write_bytes(b"not a video")
     source = open_source(str(tmp_path), fps=25)
     source.open()
-    assert source.mode() == "2 images at 25 FPS and 2 videos at their own rate, larger ones scaled to fit 640x480"
+    assert source.mode() == "2 images at 25 FPS and 2 videos at their own rate"
     frames, times = [], []
     for _ in range(7):
         frames.append(read(source))
         times.append(time.monotonic())
     assert [int(round(frame[0, 0, 0] / 10.0)) * 10 for frame in frames] == [10, 0, 50, 100, 150, 240, 10]
-    assert frames[2].shape == (480, 640, 3)  # the video's 1280x960, scaled to fit as a picture is
+    assert frames[2].shape == (960, 1280, 3)
     assert times[4] - times[1] > 0.25  # 10 FPS: three intervals of 0.1 s
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
         "leaving out {}: not a video OpenCV can read (tried again once it changes)".format(tmp_path / "d.mp4")]
@@ -428,7 +447,7 @@ def test_a_folder_plays_its_videos_between_its_images(tmp_path, caplog):
     (tmp_path / "a.png").unlink()
     (tmp_path / "c.png").unlink()
     source.open()
-    assert source.mode() == "1 video at its own rate, larger ones scaled to fit 640x480"
+    assert source.mode() == "1 video at its own rate"
 
 
 # --flip's turns as NumPy makes them, to check OpenCV's against.
