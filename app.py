@@ -892,6 +892,9 @@ def create_app(settings=None, start=False):
     @app.route("/video_feed")
     def video_feed():
         refuse_detection_choices()
+        if "annotate" in request.args:
+            raise HttpError(400, "annotate={}: the stream is drawn once for every viewer; /snapshot.jpg?annotate=0 "
+                                 "gives the camera's picture alone".format(request.args["annotate"]))
         return stream_to_viewer(mjpeg_parts, "multipart/x-mixed-replace; boundary=" + BOUNDARY)
 
     @app.route("/api/events")

@@ -355,6 +355,9 @@ def test_a_reader_of_the_stream_detections_can_narrow_them(server):
         status, answer = get_json(server.port, path + "?classes=unicorn")
         assert status == 400 and answer["error"].startswith("classes: unicorn is not among the classes of ")
     assert wait_for_viewers(server, 0, 5) == 0  # a refused reader took no place
+    assert get_json(server.port, "/video_feed?annotate=0") == (400, {"error": (
+        "annotate=0: the stream is drawn once for every viewer; /snapshot.jpg?annotate=0 gives the camera's picture "
+        "alone")})
     for path in ("/video_feed", "/snapshot.jpg"):  # drawn once for all: not ignored, said why
         assert get(server.port, path + "?classes=person")[0] == 400
         assert get_json(server.port, path + "?classes=person")[1]["error"] == (
