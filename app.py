@@ -308,9 +308,7 @@ def picture_from_standard_input():
     data = sys.stdin.buffer.read()
     if not data:
         return None, "standard input is empty (did the command before the | fail?)"
-    frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if frame is None:
-        frame = decoded_by_pillow(data)
+    frame = decoded_picture(data)
     return frame, "" if frame is not None else "standard input holds no image that can be read (a video must be a file)"
 
 
@@ -599,9 +597,7 @@ def decode_upload(data, max_pixels):
     if width * height > max_pixels:
         raise HttpError(413, "image is {}x{} = {} pixels, over the limit of {} (--max-upload-pixels)"
                              .format(width, height, width * height, max_pixels))
-    frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if frame is None:
-        frame = decoded_by_pillow(data)
+    frame = decoded_picture(data)
     if frame is None:
         raise HttpError(400, "the upload is an image that cannot be decoded here; send a JPEG or PNG")
     return frame
@@ -612,9 +608,13 @@ HEIF_BRANDS = {b"heic": "HEIC", b"heix": "HEIC", b"heim": "HEIC", b"heis": "HEIC
                b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF"}
 
 
-def decoded_by_pillow(data):
-    """The BGR picture (the first, of several) of a format Pillow reads and OpenCV does not: a GIF
-    on an older OpenCV (JetPack's, and 4.6 of Python 3.6), TGA, ICO; None if Pillow cannot either."""
+def decoded_picture(data):
+    """The BGR picture `data` holds, by OpenCV, else by Pillow (the first of several) for a format
+    OpenCV does not read: a GIF on an older OpenCV (JetPack's, and 4.6 of Python 3.6), TGA, ICO;
+    None if neither can."""
+    frame = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if frame is not None:
+        return frame
     from PIL import Image
     try:
         with Image.open(io.BytesIO(data)) as image:
