@@ -186,8 +186,7 @@ class FolderSource(FrameSource):
         self.paths, self.index, self.next_due = [], 0, 0.0
         self.unreadable = set()  # (path, modification time) of files OpenCV could not read
         self.image = None
-        self.video = None  # the VideoCapture of the video playing
-        self.video_path, self.video_interval, self.video_frames = None, 0.0, 0
+        self.video, self.video_frames = None, 0  # the video playing (an OpenCVSource), frames it gave
 
     def open(self):
         self._list()
@@ -218,14 +217,14 @@ class FolderSource(FrameSource):
         False when none is left."""
         while True:
             if self.video is not None:
-                if self.video.grab():
+                if self.video.grab():  # paced at the video's own rate
                     self.video_frames += 1
-                    self._wait(self.video_interval)
                     return True
-                played, path = self.video_frames, self.video_path
-                self._stop_video()
-                if not played:  # opens, but gives no frame: not to be tried again each round
-                    self._leave_out(path)
+                video, self.video = self.video, None
+                video.close()
+                self.next_due = video.next_due  # its last frame is shown for its time
+                if not self.video_frames:  # opens, but gives no frame: not to be tried again each round
+                    self._leave_out(video.target)
                 continue
             if self.index >= len(self.paths):
                 self._list()
@@ -234,17 +233,19 @@ class FolderSource(FrameSource):
             path = self.paths[self.index]
             self.index += 1
             if path.lower().endswith(VIDEO_EXTENSIONS):
-                capture = cv2.VideoCapture(path)
-                if capture.isOpened():
-                    self.video, self.video_path, self.video_frames = capture, path, 0
-                    self.video_interval = 1.0 / reported_fps(capture)
+                video = OpenCVSource(path, path, live=False, paced=True)
+                try:
+                    video.open()
+                except SourceError:
+                    self._leave_out(path)
                     continue
-                capture.release()
-            else:
-                self.image = cv2.imread(path, cv2.IMREAD_COLOR)
-                if self.image is not None:
-                    self._wait(1.0 / self.fps)
-                    return True
+                video.next_due = self.next_due  # its first frame once the picture before had its time
+                self.video, self.video_frames = video, 0
+                continue
+            self.image = cv2.imread(path, cv2.IMREAD_COLOR)
+            if self.image is not None:
+                self._wait(1.0 / self.fps)
+                return True
             self._leave_out(path)
 
     def _leave_out(self, path):
@@ -255,25 +256,19 @@ class FolderSource(FrameSource):
             self.unreadable.add(version)
 
     def _wait(self, interval):
-        """Until the frame before is shown for its time; the next is due `interval` later."""
+        """Until the picture before is shown for its time; the next is due `interval` later."""
         delay = self.next_due - time.monotonic()
         if delay > 0:
             time.sleep(delay)
         self.next_due = max(self.next_due + interval, time.monotonic())
 
     def retrieve(self):
-        if self.video is None:
-            return self.image
-        ok, frame = self.video.retrieve()
-        return frame if ok else None
-
-    def _stop_video(self):
-        self.video.release()
-        self.video = None
+        return self.image if self.video is None else self.video.retrieve()
 
     def close(self):
         if self.video is not None:
-            self._stop_video()
+            self.video.close()
+            self.video = None
 
 
 def fitted(image, size):
