@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -53,6 +54,8 @@ UPLOAD_WAIT_SECONDS = 30.0
 # /video_feed?fps=N: at least one part a second, so that a viewer who has gone is
 # still found within about a second by a failed write.
 VIEWER_FPS_LIMITS = (1.0, 240.0)
+# /video_feed?viewer=NAME, /api/stats?viewer=NAME: a page's name for its stream
+VIEWER_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -858,18 +861,27 @@ def create_app(settings=None, start=False):
                                  .format(text, *VIEWER_FPS_LIMITS))
         return max_fps
 
+    def viewer_name():
+        """?viewer=NAME: a page's name for its stream, by which it asks /api/stats whether the
+        stream still reaches it; or None."""
+        name = request.args.get("viewer")
+        if name is not None and not VIEWER_NAME.match(name):
+            raise HttpError(400, "viewer={}: a viewer's name is 1 to 64 letters, digits, - or _".format(name))
+        return name
+
     @app.route("/")
     def index():
         max_fps = viewer_fps()
         return render_template("index.html", token=request.args.get("token", ""),
-                               fps="{:g}".format(max_fps) if max_fps else None)
+                               fps="{:g}".format(max_fps) if max_fps else None, viewer=secrets.token_urlsafe(12))
 
     def stream_to_viewer(body, mimetype):
         """One more viewer's response: `body(camera, max_fps)` streamed until the viewer goes."""
         max_fps = viewer_fps()
+        name = viewer_name()
         camera = pipeline.get()
         try:
-            release = camera.join_viewer()
+            release = camera.join_viewer(name)
         except TooManyViewers as exc:
             raise HttpError(503, str(exc))
         response = Response(body(camera, max_fps=max_fps), mimetype=mimetype)
@@ -920,7 +932,12 @@ def create_app(settings=None, start=False):
 
     @app.route("/api/stats")
     def api_stats():
-        return jsonify(pipeline.get().stats())
+        name = viewer_name()
+        camera = pipeline.get()
+        stats = camera.stats()
+        if name:
+            stats["viewer_connected"] = camera.is_watching(name)
+        return jsonify(stats)
 
     @app.route("/api/detections")
     def api_detections():

@@ -903,6 +903,7 @@ class Camera(object):
         self.timings = {"inference_ms": 0.0, "wait_ms": 0.0, "render_ms": 0.0, "latency_ms": 0.0}
         self.viewers = 0
         self.viewers_joined = 0  # ever: a file that has ended plays again for the next one
+        self._named_viewers = collections.Counter()  # a page's name for its stream: its streams open now
         self.wanted = False  # whether anyone has asked for frames yet: a file waits for that
         self.last_activity = time.monotonic()
         self.last_capture_at = 0.0  # on time.monotonic(), as every span here: the wall clock can jump
@@ -964,14 +965,17 @@ class Camera(object):
             self.detector.close()  # only once no stage can still be using the engine
 
     # viewers
-    def join_viewer(self):
-        """Count a new viewer; returns a callable that releases it (safe to call twice)."""
+    def join_viewer(self, name=None):
+        """Count a new viewer, under `name` if it has one; returns a callable that
+        releases it (safe to call twice)."""
         with self._lock:
             if self.max_viewers and self.viewers >= self.max_viewers:
                 raise TooManyViewers("{} viewers are watching, the limit set by --max-viewers; try "
                                      "again later".format(self.viewers))
             self.viewers += 1
             self.viewers_joined += 1
+            if name:
+                self._named_viewers[name] += 1
         self.touch()
         released = []
 
@@ -980,8 +984,18 @@ class Camera(object):
                 if not released:
                     released.append(True)
                     self.viewers -= 1
+                    if name:
+                        self._named_viewers[name] -= 1
+                        if not self._named_viewers[name]:
+                            del self._named_viewers[name]
             self.touch()
         return release
+
+    def is_watching(self, name):
+        """Whether a viewer of this name is still being streamed to: a page whose stream was cut
+        (a laptop that slept, a phone that changed networks) sees no error, and asks."""
+        with self._lock:
+            return name in self._named_viewers
 
     def touch(self):
         """Note that someone wants frames; wakes an idle pipeline."""

@@ -7,8 +7,11 @@
   var HISTORY = 300;
   var history = [];
 
-  function url(path) {
-    return token ? path + "?token=" + encodeURIComponent(token) : path;
+  function url(path, query) {
+    var params = new URLSearchParams(query);
+    if (token) { params.set("token", token); }
+    var text = params.toString();
+    return text ? path + "?" + text : path;
   }
 
   function text(id, value) {
@@ -71,24 +74,34 @@
   }
 
   // A stream that broke (server restart, network) is reopened: on the image's error
-  // event, and when the stats come back after an outage or show a restarted
-  // pipeline (another started_at), since a stream cut after its first frame just
-  // freezes without an error event. A changed query string makes the browser open
-  // a new connection rather than reuse the old picture.
+  // event, and when the stats come back after an outage, show a restarted pipeline
+  // (another started_at), or say twice that the server no longer streams to this
+  // page's viewer name (a laptop that slept, a phone that changed networks), since a
+  // stream cut after its first frame just freezes without an error event. Each
+  // opening has a new name, which also makes the browser open a new connection
+  // rather than reuse the old picture.
   // A hidden page (a background tab, a minimised window) takes no stream and asks
   // for no stats: browsers keep downloading the stream, which costs the device
   // bandwidth and a viewer's place, and either keeps --idle-stop from pausing the
   // detector. The stream is reopened when the page is shown again.
   var img = document.getElementById("stream");
-  var streamUrl = img.src;
+  var streamUrl = new URL(img.src);
+  var viewer = streamUrl.searchParams.get("viewer");
+  var shown = false;  // whether the stream opened last has shown a picture
+  var notStreamed = 0;  // polls in a row that found the server not streaming to `viewer`
   var outage = false;
   var startedAt = null;
 
   function reopenStream() {
     if (document.hidden) { return; }
-    img.src = streamUrl + (streamUrl.indexOf("?") < 0 ? "?" : "&") + "reopen=" + Date.now();
+    viewer = Math.random().toString(36).slice(2) + Date.now().toString(36);
+    streamUrl.searchParams.set("viewer", viewer);
+    shown = false;
+    notStreamed = 0;
+    img.src = streamUrl.href;
   }
 
+  img.addEventListener("load", function () { shown = true; });
   img.addEventListener("error", function () { setTimeout(reopenStream, 2000); });
   document.addEventListener("visibilitychange", function () {
     if (document.hidden) { img.removeAttribute("src"); } else { reopenStream(); }
@@ -100,12 +113,17 @@
       setTimeout(poll, 1000);
       return;
     }
+    var asked = viewer;
     Promise.all([
-      fetch(url(panel.dataset.stats)).then(function (r) { return r.json(); }),
+      fetch(url(panel.dataset.stats, {viewer: asked})).then(function (r) { return r.json(); }),
       fetch(url(panel.dataset.detections)).then(function (r) { return r.json(); })
     ]).then(function (results) {
       if (results[0].error) { throw new Error(results[0].error); }
-      if (outage || (startedAt !== null && results[0].started_at !== startedAt)) { reopenStream(); }
+      var cut = shown && asked === viewer && results[0].viewer_connected === false;
+      notStreamed = cut ? notStreamed + 1 : 0;
+      if (outage || (startedAt !== null && results[0].started_at !== startedAt) || notStreamed >= 2) {
+        reopenStream();
+      }
       outage = false;
       startedAt = results[0].started_at;
       showStats(results[0]);

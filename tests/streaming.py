@@ -297,6 +297,64 @@ def frozen_viewer(port, path="/video_feed"):
     return sock
 
 
+class StreamCuttingProxy(object):
+    """A TCP proxy in front of a server on `port` that can cut the connections carrying
+    /video_feed while the server and the others go on, as a network does to a laptop that
+    slept or a phone that changed networks."""
+
+    def __init__(self, port):
+        self.upstream_port = port
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.url = "http://127.0.0.1:{}".format(self.listener.getsockname()[1])
+        self.streams = []  # (browser side, server side) of each connection that asked for /video_feed
+        self.streams_opened = 0
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
+
+    def _pump(self, source, target, from_browser):
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                if from_browser and b"GET /video_feed" in data:
+                    with self._lock:
+                        self.streams.append((source, target))
+                        self.streams_opened += 1
+                target.sendall(data)
+        except OSError:
+            pass
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cut_streams(self):
+        with self._lock:
+            cut, self.streams = self.streams, []
+        for pair in cut:
+            for sock in pair:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.listener.close()
+
+
 def requests_logged_around_polls(server):
     """Load a page, then ask what a live page polls and a health check asks (answered), one
     failing poll with an access token, and load a page again with one (in the URL, and as the

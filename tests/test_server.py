@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from get_engine import ModelError
-from streaming import (Server, Viewer, basic_auth, free_port, frozen_viewer, get, get_json, http_server, read_events,
-                       red_square_scene, requests_logged_around_polls, wait_for_viewers, wait_until, watch)
+from streaming import (Server, StreamCuttingProxy, Viewer, basic_auth, free_port, frozen_viewer, get, get_json,
+                       http_server, read_events, red_square_scene, requests_logged_around_polls, wait_for_viewers,
+                       wait_until, watch)
 
 FPS = 20
 
@@ -70,7 +71,7 @@ def test_a_viewer_can_ask_for_fewer_frames_per_second(server):
             assert status == 400 and answer["error"].startswith("fps={} is not a number from 1 to 240"
                                                                 .format(value))
     status, _, page = get(server.port, "/?fps=4")  # the page's stream, capped alike
-    assert status == 200 and b'src="/video_feed?fps=4"' in page
+    assert status == 200 and b'src="/video_feed?fps=4&amp;viewer=' in page
 
 
 def test_detections_arrive_as_server_sent_events(server):
@@ -163,7 +164,7 @@ def test_a_picture_asked_of_a_source_that_gives_none_is_a_503_in_time(red_square
 
 def test_page_api_and_metrics(server):
     status, headers, body = get(server.port, "/")
-    assert status == 200 and b'src="/video_feed"' in body and b'href="/upload' in body
+    assert status == 200 and re.search(rb'src="/video_feed\?viewer=[\w-]{16}"', body) and b'href="/upload' in body
     status, headers, body = get(server.port, "/snapshot.jpg")
     assert status == 200 and headers["Content-Type"] == "image/jpeg"
     assert cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR).shape == (480, 640, 3)
@@ -768,6 +769,39 @@ def test_a_page_opened_in_a_background_tab_streams_once_shown(server):
         page.evaluate(SET_PAGE_HIDDEN, False)
         assert wait_for_viewers(server, 1, 10) == 1
         page.wait_for_function("document.getElementById('stream').naturalWidth > 0", timeout=15000)
+
+
+def test_stats_say_whether_a_named_viewer_is_streamed_to(server):
+    """What the page asks to find its stream cut: true while /video_feed?viewer=NAME is open."""
+    assert "viewer_connected" not in get_json(server.port, "/api/stats")[1]
+    assert get_json(server.port, "/api/stats?viewer=page-1")[1]["viewer_connected"] is False
+    viewer = Viewer(server.port, "/video_feed?viewer=page-1")
+    viewer.start()
+    try:
+        assert wait_until(lambda: viewer.frames, 10)
+        assert get_json(server.port, "/api/stats?viewer=page-1")[1]["viewer_connected"] is True
+        assert get_json(server.port, "/api/stats?viewer=page-2")[1]["viewer_connected"] is False
+    finally:
+        viewer.close()
+    assert wait_until(lambda: not get_json(server.port, "/api/stats?viewer=page-1")[1]["viewer_connected"], 5)
+    for path in ("/api/stats?viewer=a%20b", "/video_feed?viewer=" + "x" * 65):
+        status, answer = get_json(server.port, path)
+        assert status == 400 and answer["error"].endswith("a viewer's name is 1 to 64 letters, digits, - or _")
+
+
+def test_page_reopens_a_stream_cut_while_the_server_runs(server):
+    """A stream cut while the server goes on (a laptop that slept past --client-timeout, a
+    phone that changed networks) freezes the picture without an error event, and the stats
+    still come; the page sees that the server no longer streams to it and opens it again."""
+    from browser import chromium_page
+    with StreamCuttingProxy(server.port) as proxy, chromium_page() as page:
+        page.goto(proxy.url + "/")
+        page.wait_for_function("document.getElementById('stream').naturalWidth > 0", timeout=15000)
+        assert wait_until(lambda: proxy.streams_opened == 1, 5)
+        proxy.cut_streams()
+        assert wait_until(lambda: proxy.streams_opened == 2, 10), "the page left its picture frozen"
+        time.sleep(3)
+        assert proxy.streams_opened == 2, "the page opened its stream again while it was streaming"
 
 
 def test_page_reopens_the_stream_after_a_server_restart(red_square_model):
