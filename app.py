@@ -1178,14 +1178,6 @@ def fill_template(path, values):
     return text
 
 
-def nginx_conf_dir(nginx):
-    """nginx's own configuration folder (where its uwsgi_params lives)."""
-    info = subprocess.run([nginx, "-V"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          universal_newlines=True).stdout
-    match = re.search(r"--conf-path=(\S+)", info)
-    return os.path.dirname(match.group(1)) if match else "/etc/nginx"
-
-
 def settings_environment(args):
     """The serve settings as $STREAMDETECT_* variables, for the app under uWSGI."""
     environment = {}
@@ -1220,7 +1212,7 @@ def url_host(host, shown=False):
     return "[{}]".format(host) if ":" in host else host
 
 
-def write_production_configs(args, run_dir, nginx):
+def write_production_configs(args, run_dir):
     """uWSGI and nginx configurations for these settings, in `run_dir`."""
     owner = "{}:{}".format(os.geteuid(), os.getegid())
     user_line = ""
@@ -1242,7 +1234,7 @@ def write_production_configs(args, run_dir, nginx):
         "SOCKET_OWNER": owner, "STATS_PORT": args.stats_port, "USER_LINE": user_line,
         "LISTEN": listen, "TLS_SERVER": tls, "MAX_BODY": "{}k".format(int(args.max_upload_mb * 1024) + 1024),
         "TOO_LARGE_JSON": json.dumps({"error": upload_too_large(args.max_upload_mb)}),
-        "PER_CLIENT": args.per_client_limit, "NGINX_CONF_DIR": nginx_conf_dir(nginx),
+        "PER_CLIENT": args.per_client_limit,
         "CLIENT_TIMEOUT": args.client_timeout,
     }
     static = os.path.join(run_dir, "static")  # a copy nginx's workers can read wherever the app lives
@@ -1250,7 +1242,7 @@ def write_production_configs(args, run_dir, nginx):
         shutil.rmtree(static)
     shutil.copytree(os.path.join(APP_DIR, "static"), static)
     for name, template in (("uwsgi.ini", "app.ini"), ("nginx.conf", "nginx/nginx.conf"),
-                           ("streamdetect.conf", "nginx/streamdetect.conf")):
+                           ("streamdetect.conf", "nginx/streamdetect.conf"), ("uwsgi_params", "nginx/uwsgi_params")):
         with open(os.path.join(run_dir, name), "w") as handle:
             handle.write(fill_template(os.path.join(APP_DIR, template), values))
 
@@ -1304,7 +1296,7 @@ def serve_production(args):
         require_free_port(host, number, option)
     resolve_model(args.model)  # download here, in the foreground, with its progress bar
     run_dir = run_directory(args.port)
-    write_production_configs(args, run_dir, nginx)
+    write_production_configs(args, run_dir)
     check_nginx_config(nginx, run_dir)
     environment = dict(os.environ, **settings_environment(args))
     stopping = []

@@ -102,6 +102,9 @@ def test_uploads_through_nginx(stack):
     assert status == 413 and "larger than 1 MB" in record["error"]
     status, headers, body = get(stack.port, "/static/live.js")
     assert status == 200 and b"api/stats" in body
+    # the form's hint for scripts names the address the browser used, port included
+    status, _, page = get(stack.port, "/upload")
+    assert status == 200 and "http://127.0.0.1:{}/api/detect".format(stack.port).encode() in page
 
 
 def test_the_log_keeps_every_request_but_the_pages_polls(stack):
@@ -279,6 +282,8 @@ def test_tls_listener_speaks_https_and_http2(red_square_model, tmp_path):
         connection.request("GET", "/api/stats")
         response = connection.getresponse()
         assert response.status == 200 and b'"state":"streaming"' in response.read()
+        connection.request("GET", "/upload")
+        assert "https://127.0.0.1:{}/api/detect".format(tls_port).encode() in connection.getresponse().read()
         connection.close()
 
 
@@ -300,7 +305,7 @@ def test_nginx_has_two_connections_for_every_uwsgi_thread(tmp_path):
     import app
     args = app.build_parser().parse_args(["serve", "--production", "--max-viewers", "600"])
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    app.write_production_configs(args, str(tmp_path), nginx)
+    app.write_production_configs(args, str(tmp_path))
     threads = int(re.search(r"^threads = (\d+)$", (tmp_path / "uwsgi.ini").read_text(), re.M).group(1))
     connections = int(re.search(r"worker_connections (\d+);", (tmp_path / "nginx.conf").read_text()).group(1))
     assert threads == 616 and connections >= 2 * threads
