@@ -1401,10 +1401,11 @@ def add_serve_options(parser):
     group.add_argument("--host", default=env("HOST", "0.0.0.0"), help="address to listen on (default %(default)s)")
     group.add_argument("--port", type=port_number, default=env("PORT", 8080), help="default %(default)s")
     group.add_argument("--source", type=os.path.expanduser, default=env("SOURCE", "auto"),
-                       help="0 or /dev/videoN (USB camera), csi://0 (Jetson CSI camera), rtsp://... or "
+                       help="0 or /dev/videoN (USB camera; also by a name udev keeps across replugging, "
+                            "/dev/v4l/by-id/...), csi://0 (Jetson CSI camera), rtsp://... or "
                             "http://... (network stream, or a camera's snapshot URL), a video file, a folder of "
                             "images and videos, or test:// "
-                            "(synthetic scene). auto: the first USB camera, else test:// "
+                            "(synthetic scene). auto: the first USB camera (by its by-id name), else test:// "
                             "(default %(default)s)")
     group.add_argument("--width", type=ranged(*CAPTURE_LIMITS["width"]), default=env("WIDTH", 640),
                        help="capture width asked of cameras; a larger frame, of any source but test://, is "

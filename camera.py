@@ -727,7 +727,7 @@ def _plain_source(uri, width, height, fps, loop):
                                height=_query_number(uri, query, "height", height, CAPTURE_LIMITS["height"]),
                                fps=_query_number(uri, query, "fps", fps, CAPTURE_LIMITS["fps"]),
                                die_after=_query_number(uri, query, "die_after", 0, (int, 0, 10 ** 9)))
-    if uri.isdigit() or uri.startswith("/dev/video"):
+    if is_v4l2_camera(uri):
         target = int(uri) if uri.isdigit() else uri
         return OpenCVSource(uri, target, cv2.CAP_V4L2, size, fps,
                             hint="is a camera plugged in and free (v4l2-ctl --list-devices), and "
@@ -757,6 +757,29 @@ def _plain_source(uri, width, height, fps, loop):
                       "http://), an existing file or folder, or test://".format(uri))
 
 
+def is_v4l2_camera(uri):
+    """0, /dev/videoN, or another /dev name of one: udev's /dev/v4l/by-id/... (a camera's
+    model and serial, kept across replugging), by-path/..., a rule's own. Not a file or
+    folder under /dev (a RAM disk's videos); a name not there now is a camera to wait for."""
+    if uri.isdigit() or uri.startswith("/dev/video"):
+        return True
+    return uri.startswith("/dev/") and not os.path.isfile(uri) and not os.path.isdir(uri)
+
+
+def stable_camera_name(device, v4l_dir="/dev/v4l"):
+    """udev's name for a V4L2 device that outlives its number: its by-id link (the camera's
+    model and serial), else its by-path link (its USB port), else the device itself. A
+    camera plugged in again while its old /dev/videoN is still held comes back as another."""
+    target = os.path.realpath(device)
+    for kind in ("by-id", "by-path"):
+        folder = os.path.join(v4l_dir, kind)
+        names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+        for name in names:
+            if os.path.realpath(os.path.join(folder, name)) == target:
+                return os.path.join(folder, name)
+    return device
+
+
 def find_v4l2_camera(max_index=4):
     """The first /dev/videoN that opens and delivers a frame, else None."""
     for index in range(max_index):
@@ -778,8 +801,9 @@ def resolve_source(uri):
         return uri
     device = find_v4l2_camera()
     if device:
-        log.info("source auto -> %s", device)
-        return device
+        name = stable_camera_name(device)
+        log.info("source auto -> %s%s", name, "" if name == device else " ({} now)".format(device))
+        return name
     log.warning("source auto: no camera found at /dev/video0-3; streaming test:// instead. Pick a "
                 "source with --source: /dev/video0, csi://0, rtsp://..., http://..., a video file "
                 "(--loop to repeat), a folder of images and videos, or test://")

@@ -5,12 +5,14 @@
 #
 #   ./docker_run.sh [--build] [--detach] [--port 8080] [--device /dev/video0] [-- SERVE OPTIONS...]
 #   ./docker_run.sh -- --source rtsp://camera/stream --conf 0.4
+#   ./docker_run.sh --device /dev/v4l/by-id/usb-...-video-index0   (that camera is the source)
 # --detach runs it in the background, restarted after a crash or a reboot (docker logs -f streamdetect).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 port=8080
 device=/dev/video0
+device_given=0
 build=0
 detach=0
 while [ $# -gt 0 ]; do
@@ -18,9 +20,9 @@ while [ $# -gt 0 ]; do
         --build) build=1 ;;
         --detach) detach=1 ;;
         --port) port="$2"; shift ;;
-        --device) device="$2"; shift ;;
+        --device) device="$2"; device_given=1; shift ;;
         --) shift; break ;;
-        -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "docker_run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -50,6 +52,11 @@ environment=()
 for name in $(compgen -e | grep '^STREAMDETECT_' || true); do
     environment+=(-e "$name")
 done
+# A camera given by another name (/dev/v4l/by-id/...) keeps it in the container, where auto
+# looks at /dev/videoN only: make it the source (a --source after -- still wins).
+if [ "$device_given" = 1 ] && [ ${#devices[@]} -gt 0 ] && [ -z "${STREAMDETECT_SOURCE:-}" ]; then
+    environment+=(-e "STREAMDETECT_SOURCE=$device")
+fi
 
 # Docker's default json-file log grows without end: rotate it, or months of streaming fill
 # a device's SD card. (Other log drivers take other options, or rotate by themselves.)

@@ -100,6 +100,19 @@ def test_docker_run_in_the_foreground_or_detached_and_restarted(tmp_path):
     assert calls.index("rm -f streamdetect") < len(calls) - 1 and "--rm" not in calls[-1].split()
     calls, _ = run_docker_run(tmp_path / "journald", "--detach", log_driver="journald")
     assert "--log-opt" not in calls[-1]  # another log driver has its own options
+    assert "STREAMDETECT_SOURCE" not in calls[-1]  # the camera is found in the container (auto)
+
+
+def test_docker_run_streams_the_camera_it_is_given(tmp_path):
+    """--device /dev/v4l/by-id/... (a camera by its model and serial) appears under that name in
+    the container, where auto looks for /dev/videoN only: it is the source there, unless another
+    is given."""
+    camera = tmp_path / "usb-Acme_Cam_1234-video-index0"  # stands in for the device node
+    camera.write_bytes(b"")
+    calls, _ = run_docker_run(tmp_path / "given", "--device", str(camera))
+    assert "--device {} ".format(camera) in calls[-1] and " -e STREAMDETECT_SOURCE={} ".format(camera) in calls[-1]
+    calls, _ = run_docker_run(tmp_path / "other", "--device", str(camera), "--", "--source", "test://")
+    assert calls[-1].endswith("serve --production --source test://")  # the command line's comes first
 
 
 def test_python_3_6_gets_the_last_releases_that_support_it():

@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import socketserver
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -14,8 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
-from camera import STAGGER, Camera, SourceError, SyntheticSource, csi_pipeline, fastest_encoder, jpeg_encoders, \
-    open_source, without_secrets
+from camera import STAGGER, Camera, FolderSource, SourceError, SyntheticSource, csi_pipeline, fastest_encoder, \
+    jpeg_encoders, open_source, stable_camera_name, without_secrets
 from streaming import basic_auth, free_port, http_server, red_square_scene, wait_until, write_clip
 from yolo_tool import Detector
 
@@ -310,6 +311,53 @@ def test_a_camera_without_the_mode_asked_says_which_it_gives(monkeypatch, caplog
             assert warnings == []
         assert source.capture.settings[cv2.CAP_PROP_FRAME_WIDTH] == width
         source.close()
+
+
+def test_a_camera_by_another_dev_name_is_a_v4l2_camera(monkeypatch, tmp_path):
+    """udev's names that survive replugging (/dev/v4l/by-id/..., by-path/...) and a udev
+    rule's own open as V4L2 cameras, as /dev/videoN does; a video file under /dev (a RAM
+    disk's) stays a file."""
+    opened = []
+
+    class RecordedCamera(CameraWithOneMode):
+        def __init__(self, *args):
+            super(RecordedCamera, self).__init__()
+            opened.append(args[:2])
+
+    monkeypatch.setattr(cv2, "VideoCapture", RecordedCamera)
+    names = ["/dev/v4l/by-id/usb-Acme_Cam_1234-video-index0", "/dev/v4l/by-path/platform-3610000.xhci-usb-0:2:1.0-"
+             "video-index0", "/dev/front-camera"]
+    for name in names:
+        source = open_source(name)
+        source.open()
+        source.close()
+    assert opened == [(name, cv2.CAP_V4L2) for name in names]
+    if os.access("/dev/shm", os.W_OK):
+        with tempfile.TemporaryDirectory(dir="/dev/shm") as folder:
+            picture = os.path.join(folder, "a.jpg")
+            cv2.imwrite(picture, red_square_scene())
+            assert isinstance(open_source(folder), FolderSource) and isinstance(open_source(picture), FolderSource)
+
+
+def test_auto_names_the_camera_it_finds_as_udev_does(tmp_path):
+    """A camera plugged in again while its old /dev/videoN is still held comes back as another:
+    auto streams the camera by its /dev/v4l/by-id name (its model and serial), else its
+    by-path one (its USB port), so that reconnecting finds it again."""
+    dev = tmp_path / "dev"
+    (dev / "v4l" / "by-id").mkdir(parents=True)
+    (dev / "v4l" / "by-path").mkdir()
+    for device in ("video0", "video1"):
+        (dev / device).write_bytes(b"")
+    by_id, by_path = dev / "v4l" / "by-id" / "usb-Acme-video-index0", dev / "v4l" / "by-path" / "usb-0:2-index0"
+    os.symlink("../../video1", str(dev / "v4l" / "by-id" / "usb-Acme-video-index1"))  # its metadata node
+    os.symlink("../../video0", str(by_id))
+    os.symlink("../../video0", str(by_path))
+    assert stable_camera_name(str(dev / "video0"), str(dev / "v4l")) == str(by_id)
+    by_id.unlink()
+    assert stable_camera_name(str(dev / "video0"), str(dev / "v4l")) == str(by_path)
+    by_path.unlink()
+    assert stable_camera_name(str(dev / "video0"), str(dev / "v4l")) == str(dev / "video0")
+    assert stable_camera_name("/dev/video0", str(tmp_path / "none")) == "/dev/video0"
 
 
 def greys(count, step=1, size=(160, 120)):
