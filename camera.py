@@ -1116,8 +1116,9 @@ class Camera(object):
         self._wake.clear()  # before the check: a viewer who comes meanwhile is not missed
         if not self._idle():
             return
-        self._set_state("idle", "waiting for a viewer to play {}".format(self.source.uri) if not self.wanted
-                        else "no viewers for {:.0f} s (--idle-stop)".format(self.idle_stop))
+        waiting_to_play = not self.source.live and not self.wanted
+        self._set_state("idle", "waiting for a viewer to play {}".format(self.source.uri) if waiting_to_play
+                        else "no viewers for {:g} s (--idle-stop)".format(self.idle_stop))
         self._wake.wait(1.0)
 
     def _wait_for_a_new_viewer(self):

@@ -541,6 +541,7 @@ def test_idle_stop_pauses_and_a_viewer_resumes(red_square_model):
     camera = Camera(open_source("test://?fps=30"), detector, idle_stop=0.5).start()
     try:
         assert wait_until(lambda: camera.stats()["state"] == "idle", 5)
+        assert camera.last_error == "no viewers for 0.5 s (--idle-stop)"  # a camera plays for no one in particular
         paused_at = camera.stats()["frames_inferred"]
         time.sleep(0.5)
         assert camera.stats()["frames_inferred"] == paused_at and camera.healthy()
