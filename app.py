@@ -9,6 +9,7 @@ import base64
 import collections
 import contextlib
 import functools
+import hashlib
 import hmac
 import io
 import json
@@ -668,6 +669,19 @@ def create_app(settings=None, start=False):
             response.headers["WWW-Authenticate"] = 'Basic realm="streamdetect", charset="UTF-8"'
             response.headers.add("WWW-Authenticate", 'Bearer realm="streamdetect"')
         return response
+
+    static_digests = {}
+
+    @app.url_defaults
+    def static_by_content(endpoint, values):
+        """/static/NAME?v=DIGEST: after an upgrade the new page asks for its own script and
+        style, not the ones a browser keeps from nginx's hour of caching."""
+        if endpoint == "static" and "v" not in values:
+            name = values["filename"]
+            if name not in static_digests:
+                with open(os.path.join(app.static_folder, name), "rb") as handle:
+                    static_digests[name] = hashlib.sha1(handle.read()).hexdigest()[:10]
+            values["v"] = static_digests[name]
 
     @app.errorhandler(HTTPException)
     def werkzeug_error(exc):

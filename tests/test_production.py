@@ -1,7 +1,9 @@
 """The production stack as deployed: nginx -> uWSGI -> app, started by
 `python app.py serve --production`, on loopback with test:// and a generated model."""
+import hashlib
 import http.client
 import os
+import re
 import shutil
 import signal
 import socket
@@ -100,8 +102,12 @@ def test_uploads_through_nginx(stack):
     status, record = get_json(stack.port, "/api/detect", method="POST", body=np.random.bytes(1500000),
                               headers={"Content-Type": "application/octet-stream"})
     assert status == 413 and "larger than 1 MB" in record["error"]
-    status, headers, body = get(stack.port, "/static/live.js")
-    assert status == 200 and b"api/stats" in body
+    status, _, page = get(stack.port, "/")
+    script = re.search(rb'<script src="(/static/live\.js\?v=[0-9a-f]{10})"', page).group(1).decode()
+    status, headers, body = get(stack.port, script)  # as nginx serves it, an hour in the browser's cache
+    assert status == 200 and b"api/stats" in body and headers["Cache-Control"] == "max-age=3600"
+    # named by its content: after an upgrade, the page asks for the new script, not the cached one
+    assert script.endswith("?v=" + hashlib.sha1(body).hexdigest()[:10])
     # the form's hint for scripts names the address the browser used, port included
     status, _, page = get(stack.port, "/upload")
     assert status == 200 and "http://127.0.0.1:{}/api/detect".format(stack.port).encode() in page
@@ -301,7 +307,6 @@ def test_a_certificate_that_is_none_is_named_before_anything_starts(red_square_m
 def test_nginx_has_two_connections_for_every_uwsgi_thread(tmp_path):
     """A viewer takes two of nginx's connections (its browser's and uWSGI's): with
     --max-viewers 600, a fixed 1,024 would have run out at about 500 viewers."""
-    import re
     import app
     args = app.build_parser().parse_args(["serve", "--production", "--max-viewers", "600"])
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
