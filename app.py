@@ -55,6 +55,9 @@ UPLOAD_WAIT_SECONDS = 30.0
 # /video_feed?fps=N: at least one part a second, so that a viewer who has gone is
 # still found within about a second by a failed write.
 VIEWER_FPS_LIMITS = (1.0, 240.0)
+# A stream viewer's data the kernel may hold unsent (keep_send_queue_short): a fraction of a
+# second on a 2 Mbit/s link, and no wait between the writes of a fast one.
+UNSENT_BYTES = 32768
 # /video_feed?viewer=NAME, /api/stats?viewer=NAME: a page's name for its stream
 VIEWER_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -898,6 +901,7 @@ def create_app(settings=None, start=False):
             release = camera.join_viewer(name)
         except TooManyViewers as exc:
             raise HttpError(503, str(exc))
+        keep_send_queue_short(request.environ)
         response = Response(body(camera, max_fps=max_fps), mimetype=mimetype)
         response.call_on_close(release)
         response.headers["Cache-Control"] = "no-cache, no-store, must-revalidate, private"
@@ -1010,6 +1014,29 @@ def create_app(settings=None, start=False):
     if start:
         pipeline.start()
     return app
+
+
+def keep_send_queue_short(environ):
+    """Keep a stream viewer's frames in as few buffers as can be, so that each write waits
+    while the viewer is behind and then takes the newest frame: for a viewer on a slow link
+    the kernel's send buffer would grow to megabytes of old frames, seconds behind the camera.
+    The development server's socket to the browser holds at most UNSENT_BYTES unsent (Linux's
+    TCP_NOTSENT_LOWAT); under uWSGI, the socket to nginx gets a buffer that small (nginx's
+    own: STREAM_SEND_BUFFER, and the stream buffer in nginx/streamdetect.conf)."""
+    import socket
+    try:
+        if "werkzeug.socket" in environ and sys.platform.startswith("linux"):
+            environ["werkzeug.socket"].setsockopt(socket.IPPROTO_TCP, getattr(socket, "TCP_NOTSENT_LOWAT", 25),
+                                                  UNSENT_BYTES)
+        elif "uwsgi.version" in environ:
+            import uwsgi
+            connection = socket.fromfd(uwsgi.connection_fd(), socket.AF_UNIX, socket.SOCK_STREAM)  # a duplicate
+            try:
+                connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, UNSENT_BYTES)
+            finally:
+                connection.close()
+    except OSError:  # not TCP (a test's socket pair), or a kernel older than 3.12: buffers as they are
+        pass
 
 
 def newest_frames(camera, max_fps=None, resend_after=1.0):
@@ -1206,6 +1233,13 @@ def settings_environment(args):
     return environment
 
 
+# nginx's send buffer for each browser, fixed (nginx has no TCP_NOTSENT_LOWAT): the kernel's
+# autotuning lets it grow to 4 MB, 16 s of a stream on a 2 Mbit/s link. Fixed, it also bounds
+# what is in flight: 128 KB, doubled by the kernel, is 1.7 MB/s at 150 ms of round trip, where
+# a 640x480 stream at 30 FPS needs about 1.2 (arithmetic; no long link to measure here).
+STREAM_SEND_BUFFER = " sndbuf=128k"
+
+
 def nginx_listen(host, port, parameters=""):
     """nginx's `listen` directives for --host and `port`: all addresses for 0.0.0.0, IPv4
     and IPv6 for ::, an IPv6 address in brackets."""
@@ -1239,9 +1273,9 @@ def write_production_configs(args, run_dir):
     tls = ""
     if args.tls_cert:
         tls = ("{}\n    ssl_certificate {};\n    ssl_certificate_key {};"
-               .format(nginx_listen(args.host, args.tls_port, " ssl http2"), os.path.abspath(args.tls_cert),
-                       os.path.abspath(args.tls_key)))
-    listen = nginx_listen(args.host, args.port)
+               .format(nginx_listen(args.host, args.tls_port, STREAM_SEND_BUFFER + " ssl http2"),
+                       os.path.abspath(args.tls_cert), os.path.abspath(args.tls_key)))
+    listen = nginx_listen(args.host, args.port, STREAM_SEND_BUFFER)
     threads = args.max_viewers + 16 if args.max_viewers else 256
     values = {
         "APP_DIR": APP_DIR, "RUN_DIR": run_dir, "THREADS": threads, "WORKER_CONNECTIONS": max(1024, 2 * threads + 64),

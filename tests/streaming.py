@@ -5,6 +5,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -353,6 +354,31 @@ class StreamCuttingProxy(object):
 
     def __exit__(self, *exc):
         self.listener.close()
+
+
+def slow_viewer_latencies(port, bytes_per_second, seconds, path="/video_feed"):
+    """A viewer on a slow link: reads the stream at `bytes_per_second` for `seconds`, with a
+    small receive buffer (as the link holds little). [(seconds since it began, the frame's
+    age then from its X-Captured-At)] for each frame received."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall("GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".format(path).encode())
+    received, unread, ages, started = 0, b"", [], time.time()
+    with sock:
+        while time.time() - started < seconds:
+            chunk = sock.recv(8192)
+            if not chunk:
+                break
+            received += len(chunk)
+            unread += chunk
+            end = 0
+            for match in re.finditer(rb"X-Captured-At: ([0-9.]+)\r\n", unread):
+                ages.append((time.time() - started, time.time() - float(match.group(1))))
+                end = match.end()
+            unread = unread[end:][-100:]  # enough for a header split between two reads
+            time.sleep(max(0.0, received / bytes_per_second - (time.time() - started)))
+    return ages
 
 
 def requests_logged_around_polls(server):

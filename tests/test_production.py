@@ -16,8 +16,8 @@ import time
 import pytest
 
 from streaming import HAS_PRODUCTION_STACK, ROOT, Server, Viewer, free_port, frozen_viewer, get, get_json, \
-    read_events, red_square_scene, requests_logged_around_polls, run_app, taken_port, wait_for_viewers, wait_until, \
-    watch, write_clip
+    read_events, red_square_scene, requests_logged_around_polls, run_app, slow_viewer_latencies, taken_port, \
+    wait_for_viewers, wait_until, watch, write_clip
 
 pytestmark = pytest.mark.skipif(not HAS_PRODUCTION_STACK,
                                 reason="needs uwsgi (pip) and nginx (apt-get install nginx)")
@@ -82,6 +82,14 @@ def test_viewers_that_come_and_go_do_not_disturb_the_others(stack):
         assert viewer.error is None and viewer.bad == 0
         assert viewer.rate() == pytest.approx(baseline.rate(), rel=0.10)
     assert wait_for_viewers(stack, 0, 3) == 0
+
+
+def test_a_viewer_on_a_slow_link_sees_new_frames_through_nginx(stack):
+    """As with the development server: at 2 Mbit/s, fresh frames, not seconds of old ones
+    queued in nginx's and the kernel's buffers (5 s after 8 s, before they were bounded)."""
+    ages = slow_viewer_latencies(stack.port, 250000, 9)
+    late = [age for at, age in ages if at > 6]
+    assert len(late) > 10 and max(late) < 2.5, ages[-5:]
 
 
 def test_events_pass_through_nginx_as_they_happen(stack):

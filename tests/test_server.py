@@ -17,8 +17,8 @@ import pytest
 
 from get_engine import ModelError
 from streaming import (Server, StreamCuttingProxy, Viewer, basic_auth, free_port, frozen_viewer, get, get_json,
-                       http_server, read_events, red_square_scene, requests_logged_around_polls, wait_for_viewers,
-                       wait_until, watch)
+                       http_server, read_events, red_square_scene, requests_logged_around_polls, slow_viewer_latencies,
+                       wait_for_viewers, wait_until, watch)
 
 FPS = 20
 
@@ -769,6 +769,15 @@ def test_a_page_opened_in_a_background_tab_streams_once_shown(server):
         page.evaluate(SET_PAGE_HIDDEN, False)
         assert wait_for_viewers(server, 1, 10) == 1
         page.wait_for_function("document.getElementById('stream').naturalWidth > 0", timeout=15000)
+
+
+def test_a_viewer_on_a_slow_link_sees_new_frames_not_a_growing_queue(server):
+    """At 2 Mbit/s a viewer gets fewer frames, each a fresh one: not a queue of old ones that
+    grows seconds behind the camera (4 s after 8 s, 11 s after 20, while the kernel's send
+    buffer was left to grow)."""
+    ages = slow_viewer_latencies(server.port, 250000, 8)
+    late = [age for at, age in ages if at > 5]
+    assert len(late) > 10 and max(late) < 1.5, ages[-5:]
 
 
 def test_stats_say_whether_a_named_viewer_is_streamed_to(server):
