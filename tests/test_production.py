@@ -182,7 +182,7 @@ def test_chromium_sees_the_stream_move_through_nginx(stack, tmp_path):
     # the token in the page's URL reaches the log neither in the URLs asked for nor as their Referer
     log = stack.log(last=None)
     assert '"GET /video_feed?token=***&viewer=' in log and "s3cret" not in log
-    script_loads = [line for line in log.splitlines() if '"GET /static/live.js ' in line and "HeadlessChrome" in line]
+    script_loads = [line for line in log.splitlines() if '"GET /static/live.js?v=' in line and "HeadlessChrome" in line]
     assert script_loads and all(' "-" "Mozilla/' in line for line in script_loads)  # the page sends no Referer
     if os.environ.get("STREAMDETECT_KEEP_SCREENSHOT"):
         shutil.copy(str(tmp_path / "page.png"), os.environ["STREAMDETECT_KEEP_SCREENSHOT"])
