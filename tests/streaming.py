@@ -288,14 +288,20 @@ class Viewer(threading.Thread):
         return self.frames / max((self.closed_at or time.time()) - self.started_at, 1e-6)
 
 
-def frozen_viewer(port, path="/video_feed"):
-    """A client that asks for the stream and then takes nothing, as a frozen tab or a
-    suspended laptop does: the socket, to be closed by the caller."""
+def stream_request(port, path, receive_buffer):
+    """A socket that has asked for `path` with a receive buffer of `receive_buffer` bytes (the
+    smaller, the sooner the server's writes block), to be read and closed by the caller."""
     sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the server's writes block sooner
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
     sock.connect(("127.0.0.1", port))
     sock.sendall("GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".format(path).encode())
     return sock
+
+
+def frozen_viewer(port, path="/video_feed"):
+    """A client that asks for the stream and then takes nothing, as a frozen tab or a
+    suspended laptop does: the socket, to be closed by the caller."""
+    return stream_request(port, path, 4096)
 
 
 class StreamCuttingProxy(object):
@@ -360,10 +366,7 @@ def slow_viewer_latencies(port, bytes_per_second, seconds, path="/video_feed"):
     """A viewer on a slow link: reads the stream at `bytes_per_second` for `seconds`, with a
     small receive buffer (as the link holds little). [(seconds since it began, the frame's
     age then from its X-Captured-At)] for each frame received."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall("GET {} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".format(path).encode())
+    sock = stream_request(port, path, 32768)
     received, unread, ages, started = 0, b"", [], time.time()
     with sock:
         while time.time() - started < seconds:
