@@ -54,7 +54,7 @@ for name in $(compgen -e | grep '^STREAMDETECT_' || true); do
 done
 # A camera given by another name (/dev/v4l/by-id/...) keeps it in the container, where auto
 # looks at /dev/videoN only: make it the source (a --source after -- still wins).
-if [ "$device_given" = 1 ] && [ ${#devices[@]} -gt 0 ] && [ -z "${STREAMDETECT_SOURCE:-}" ]; then
+if [ "$device_given" = 1 ] && [ -e "$device" ] && [ -z "${STREAMDETECT_SOURCE:-}" ]; then
     environment+=(-e "STREAMDETECT_SOURCE=$device")
 fi
 
