@@ -8,6 +8,7 @@ import atexit
 import base64
 import collections
 import contextlib
+import difflib
 import functools
 import hashlib
 import hmac
@@ -60,6 +61,24 @@ VIEWER_FPS_LIMITS = (1.0, 240.0)
 UNSENT_BYTES = 32768
 # /video_feed?viewer=NAME, /api/stats?viewer=NAME: a page's name for its stream
 VIEWER_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+
+# The query parameters each page reads, and those it refuses with its own reason (?conf= of
+# the stream: the picture is drawn once for every viewer); ?token= goes everywhere. A name
+# close to one of them (?class=, ?confidence=, ?annotated=) is refused, not ignored: a script
+# would take every class for the ones it asked. Other names pass, as cache busters (?t=...) do.
+QUERY_PARAMETERS = {
+    "index": (("fps",), ()),
+    "video_feed": (("fps", "viewer"), ("classes", "conf", "iou", "annotate")),
+    "api_events": (("fps", "viewer", "classes", "conf"), ("iou",)),
+    "snapshot": (("annotate",), ("classes", "conf", "iou")),
+    "api_stats": (("viewer",), ()),
+    "api_detections": (("classes", "conf"), ("iou",)),
+    "api_detect": (("annotate", "classes", "conf", "iou"), ()),
+    "upload": (("classes", "conf", "iou"), ()),
+    "healthz": ((), ()),
+    "metrics": ((), ()),
+}
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -638,6 +657,18 @@ UPLOAD_PAGE_PIXELS = 1920
 JPEG_MAX_SIDE = 65500
 
 
+def slip_for(name, names):
+    """The one of `names` that `name` looks like a slip for (a letter off, another case, a
+    longer or shorter word: class, Conf, confidence), or None."""
+    name = name.lower()
+    for candidate in names:
+        shorter, longer = sorted((name, candidate), key=len)
+        if len(shorter) >= 3 and longer.startswith(shorter):
+            return candidate
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
 def shown_smaller(frame, detections, longest):
     """(`frame` scaled down to at most `longest` pixels a side, the detections' boxes scaled alike)."""
     smaller = fitted(frame, (longest, longest))
@@ -725,6 +756,22 @@ def create_app(settings=None, start=False):
         if not hmac.compare_digest(given.encode(), token.encode()):
             raise HttpError(401, "this server needs its token: send 'Authorization: Bearer TOKEN', add "
                                  "?token=TOKEN to the URL, or give it as the password (any user name)")
+        return None
+
+    @app.before_request
+    def check_query():
+        if request.endpoint not in QUERY_PARAMETERS or cors_preflight():
+            return None
+        reads, explains = QUERY_PARAMETERS[request.endpoint]
+        known = set(name for names in QUERY_PARAMETERS.values() for name in names[0]) | {"token"}
+        for name in request.args:
+            if name == "token" or name in reads or name in explains or (
+                    name not in known and slip_for(name, known) is None):
+                continue
+            meant = slip_for(name, reads + explains + ("token",))
+            raise HttpError(400, "{}= is no parameter of {}{}; it takes {}".format(
+                name, request.path, " (did you mean {}=?)".format(meant) if meant else "",
+                ", ".join(taken + "=" for taken in reads) if reads else "no parameters"))
         return None
 
     def cors_preflight():

@@ -370,6 +370,26 @@ def test_a_reader_of_the_stream_detections_can_narrow_them(server):
             "--iou 0.3")})
 
 
+def test_a_misspelt_or_misplaced_parameter_is_a_400_not_ignored(server):
+    """?class=person answered with every class would look like a person in every frame; a
+    parameter another page reads is no silent no-op here either. Names like no parameter of
+    ours pass: cache busters."""
+    assert get_json(server.port, "/api/detections?class=person") == (400, {"error": (
+        "class= is no parameter of /api/detections (did you mean classes=?); it takes classes=, conf=")})
+    for path, meant in (("/api/detections?confidence=0.9", "conf"), ("/api/events?Classes=person", "classes"),
+                        ("/snapshot.jpg?annotated=0", "annotate"), ("/video_feed?viewers=a", "viewer"),
+                        ("/api/stats?tokn=x", "token")):
+        status, answer = get_json(server.port, path)
+        assert status == 400 and "(did you mean {}=?)".format(meant) in answer["error"], path
+    assert get_json(server.port, "/snapshot.jpg?fps=5") == (400, {"error": (
+        "fps= is no parameter of /snapshot.jpg; it takes annotate=")})
+    assert get_json(server.port, "/healthz?viewer=a")[1]["error"] == (
+        "viewer= is no parameter of /healthz; it takes no parameters")
+    assert wait_for_viewers(server, 0, 5) == 0  # a refused viewer took no place
+    assert get(server.port, "/snapshot.jpg?t=1700000000")[0] == 200
+    assert get_json(server.port, "/api/detections?_=1&classes=aeroplane")[0] == 200
+
+
 def test_a_reader_cannot_ask_for_classes_the_server_leaves_out(red_square_model):
     import app as app_module
     settings = app_module.build_parser().parse_args(["serve", "--source", "test://", "--model", red_square_model,
