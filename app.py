@@ -265,6 +265,10 @@ def cmd_detect(args):
         except OSError as exc:
             print("error: cannot create --out {}: {}".format(args.out, exc.strerror), file=sys.stderr)
             return 2
+    if not any(path == STANDARD_INPUT or os.path.isfile(path) for path in args.images):
+        for path in args.images:  # said before the model loads, which can take minutes (a download, a TensorRT build)
+            print("error: {}: {}".format(path, why_not_an_image(path)), file=sys.stderr)
+        return 1
     detector = detector_from_args(args)
     failures = 0
     for path in args.images:
