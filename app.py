@@ -534,11 +534,13 @@ class Pipeline(object):
             self.starting = False
 
     def start(self):
-        """Load the model, open the source and start the Camera (errors propagate)."""
+        """Check the source, load the model and start the Camera (errors propagate). A source
+        that cannot be (a file's name mistyped) is told before the model loads, which can take
+        minutes (a download, a TensorRT build)."""
         settings = self.settings
-        detector = detector_from_args(settings)
         source = open_source(resolve_source(settings.source), settings.width, settings.height,
                              settings.fps, settings.loop, settings.flip)
+        detector = detector_from_args(settings)
         self.camera = Camera(source, detector, jpeg_quality=settings.jpeg_quality,
                              idle_stop=settings.idle_stop, max_viewers=settings.max_viewers).start()
         self.error = None

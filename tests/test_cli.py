@@ -111,9 +111,10 @@ def test_out_of_range_test_source_is_a_one_line_error(red_square_model):
         with pytest.raises(SourceError) as refused:
             open_source(uri)
         assert str(refused.value) == message
-    result = run("serve", "--source", "test://?fps=0", "--model", red_square_model, "--port", "1")
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "error: test://?fps=0: fps=0 is not a number from 0.1 to 240.0" in result.stderr
+    for model in (red_square_model, "missing.onnx"):  # told before the model loads: not a word of it
+        result = run("serve", "--source", "test://?fps=0", "--model", model, "--port", "1")
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr.splitlines()[-1] == "error: test://?fps=0: fps=0 is not a number from 0.1 to 240.0"
 
 
 def serve_log_until(marker, *args):
