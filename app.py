@@ -91,8 +91,14 @@ class FromEnvironment(str):
         return text
 
 
+# The $STREAMDETECT_<NAME> settings: those with no option, then each option's as env() and
+# env_switch() are called while the parser is built.
+ENVIRONMENT_SETTINGS = {"HOME", "MODEL_URL", "TOKEN"}
+
+
 def env(name, default):
     """A setting's default: $STREAMDETECT_<NAME> when set, else `default`."""
+    ENVIRONMENT_SETTINGS.add(name)
     variable = "STREAMDETECT_" + name
     return FromEnvironment(os.environ[variable], variable) if variable in os.environ else default
 
@@ -100,6 +106,7 @@ def env(name, default):
 def env_switch(name):
     """An on/off setting's default: $STREAMDETECT_<NAME> as 1, true, yes, on or 0, false, no, off
     (any case; unset is off), else argparse's kind of one-line error: 'False' must not mean on."""
+    ENVIRONMENT_SETTINGS.add(name)
     variable = "STREAMDETECT_" + name
     value = os.environ.get(variable, "")
     word = value.strip().lower()
@@ -1192,7 +1199,23 @@ def prometheus_text(camera):
 
 def settings_from_env():
     """The `serve` settings as $STREAMDETECT_* variables give them (uWSGI passes no argv)."""
-    return build_parser().parse_args(["serve"])
+    settings = build_parser().parse_args(["serve"])
+    refuse_unknown_environment_settings()
+    return settings
+
+
+def refuse_unknown_environment_settings():
+    """Exit with argparse's kind of one-line error on a $STREAMDETECT_* variable that is no
+    setting: `-e STREAMDETECT_SOUCRE=rtsp://...` would otherwise stream another source."""
+    for variable in sorted(os.environ):
+        name = variable[len("STREAMDETECT_"):]
+        if variable.startswith("STREAMDETECT_") and name not in ENVIRONMENT_SETTINGS:
+            meant = difflib.get_close_matches(name, ENVIRONMENT_SETTINGS, n=1, cutoff=0.75)
+            print("python app.py: error: ${} is no setting{}; the settings are the options of `python app.py "
+                  "serve --help`, as $STREAMDETECT_MAX_VIEWERS for --max-viewers".format(
+                      variable, " (did you mean $STREAMDETECT_{}?)".format(meant[0]) if meant else ""),
+                  file=sys.stderr)
+            sys.exit(2)
 
 
 ANSWERED_POLL = re.compile(r'"GET /(api/stats|api/detections|healthz)[?\s][^"]*" [23]\d\d ')
@@ -1276,7 +1299,7 @@ def settings_environment(args):
     """The serve settings as $STREAMDETECT_* variables, for the app under uWSGI."""
     environment = {}
     for name, value in vars(args).items():
-        if name in ("command", "handler", "production") or value is None:
+        if name.upper() not in ENVIRONMENT_SETTINGS or value is None:
             continue
         if isinstance(value, bool):
             value = "1" if value else ""
@@ -1653,6 +1676,7 @@ def main(argv=None):
     args, unknown = build_parser().parse_known_args(argv)
     if unknown:  # named by the command's own parser: `python app.py check: error: ...`, its usage
         args.command_parser.error("unrecognized arguments: " + " ".join(unknown))
+    refuse_unknown_environment_settings()
     configure_logging(args.log_level)
     try:
         return args.handler(args)

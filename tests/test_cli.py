@@ -80,6 +80,25 @@ def test_a_choice_from_the_environment_is_checked_like_one_on_the_command_line(c
     assert app.build_parser().parse_args(["serve", "--flip", "horizontal"]).flip == "horizontal"
 
 
+def test_an_environment_variable_that_is_no_setting_is_refused_by_name(tmp_path):
+    """-e STREAMDETECT_SOUCRE=rtsp://... streamed another source without a word, on the command
+    line and under uWSGI (which imports the app) alike."""
+    environment = dict(os.environ, STREAMDETECT_SOUCRE="rtsp://camera/live")
+    refused = ("python app.py: error: $STREAMDETECT_SOUCRE is no setting (did you mean $STREAMDETECT_SOURCE?); the "
+               "settings are the options of `python app.py serve --help`, as $STREAMDETECT_MAX_VIEWERS for "
+               "--max-viewers\n")
+    result = run("detect", str(tmp_path / "a.jpg"), env=environment)
+    assert (result.returncode, result.stderr) == (2, refused)
+    imported = subprocess.run([sys.executable, "-c", "import app"], cwd=ROOT, env=environment, stderr=subprocess.PIPE,
+                              universal_newlines=True, timeout=60)
+    assert (imported.returncode, imported.stderr) == (2, refused)
+    environment = dict(os.environ, STREAMDETECT_WHATEVER="1", STREAMDETECT_HOME=str(tmp_path))
+    assert run("detect", str(tmp_path / "a.jpg"), env=environment).stderr.startswith(
+        "python app.py: error: $STREAMDETECT_WHATEVER is no setting; the settings are")
+    del environment["STREAMDETECT_WHATEVER"]
+    assert run("detect", str(tmp_path / "a.jpg"), env=environment).stderr.endswith("a.jpg: no such file\n")
+
+
 def test_an_on_off_setting_from_the_environment_means_what_it_says(capsys, monkeypatch):
     """STREAMDETECT_LOOP=False (or no, off) looped the video: any word but 0 and false was on."""
     import app

@@ -184,8 +184,8 @@ def test_chromium_sees_the_stream_move_through_nginx(stack, tmp_path):
     assert '"GET /video_feed?token=***&viewer=' in log and "s3cret" not in log
     script_loads = [line for line in log.splitlines() if '"GET /static/live.js?v=' in line and "HeadlessChrome" in line]
     assert script_loads and all(' "-" "Mozilla/' in line for line in script_loads)  # the page sends no Referer
-    if os.environ.get("STREAMDETECT_KEEP_SCREENSHOT"):
-        shutil.copy(str(tmp_path / "page.png"), os.environ["STREAMDETECT_KEEP_SCREENSHOT"])
+    if os.environ.get("KEEP_PAGE_SCREENSHOT"):
+        shutil.copy(str(tmp_path / "page.png"), os.environ["KEEP_PAGE_SCREENSHOT"])
 
 
 def test_a_client_over_its_connection_limit_gets_json(red_square_model):
