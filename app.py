@@ -254,6 +254,10 @@ def cmd_detect(args):
         return 2
     args.images = files_named(args.images, IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
     videos = {path for path in args.images if is_video(path)}
+    if not any(path == STANDARD_INPUT or os.path.isfile(path) for path in args.images):
+        for path in args.images:  # said before the model loads, which can take minutes (a download, a TensorRT build)
+            print("error: {}: {}".format(path, why_not_an_image(path)), file=sys.stderr)
+        return 1
     if args.out:
         written_by = {}  # annotated copy -> its input
         for path in args.images:
@@ -272,10 +276,6 @@ def cmd_detect(args):
         except OSError as exc:
             print("error: cannot create --out {}: {}".format(args.out, exc.strerror), file=sys.stderr)
             return 2
-    if not any(path == STANDARD_INPUT or os.path.isfile(path) for path in args.images):
-        for path in args.images:  # said before the model loads, which can take minutes (a download, a TensorRT build)
-            print("error: {}: {}".format(path, why_not_an_image(path)), file=sys.stderr)
-        return 1
     detector = detector_from_args(args)
     failures = 0
     for path in args.images:
@@ -1206,7 +1206,8 @@ def settings_from_env():
 
 def refuse_unknown_environment_settings():
     """Exit with argparse's kind of one-line error on a $STREAMDETECT_* variable that is no
-    setting: `-e STREAMDETECT_SOUCRE=rtsp://...` would otherwise stream another source."""
+    setting: `-e STREAMDETECT_SOUCRE=rtsp://...` would otherwise stream another source. Called
+    after build_parser(), which names the settings."""
     for variable in sorted(os.environ):
         name = variable[len("STREAMDETECT_"):]
         if variable.startswith("STREAMDETECT_") and name not in ENVIRONMENT_SETTINGS:

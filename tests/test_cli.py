@@ -413,11 +413,13 @@ def test_corrupt_model_is_one_line_for_detect(tmp_path):
 def test_detect_with_nothing_to_read_says_so_before_loading_the_model(tmp_path):
     """A typo in the only file's name is told at once, not after a download or a TensorRT build:
     the model named here does not exist, and is not looked at."""
-    result = run("detect", str(tmp_path / "dgo.jpg"), str(tmp_path), "--model", str(tmp_path / "none.onnx"))
-    assert result.returncode == 1 and result.stdout == ""
+    (tmp_path / "empty").mkdir()
+    result = run("detect", str(tmp_path / "dgo.jpg"), str(tmp_path / "empty"), "--model", str(tmp_path / "none.onnx"),
+                 "--out", str(tmp_path / "out"))
+    assert result.returncode == 1 and result.stdout == "" and not (tmp_path / "out").exists()
     assert result.stderr.splitlines() == ["error: {}: no such file".format(tmp_path / "dgo.jpg"), (
         "error: {}: a folder with no images or videos (.jpg .jpeg .png .bmp .webp .mp4 .avi .mkv .mov .webm .m4v "
-        ".mpg .mpeg .mjpeg .mjpg)".format(tmp_path))]
+        ".mpg .mpeg .mjpeg .mjpg)".format(tmp_path / "empty"))]
 
 
 def test_check_tells_what_auto_will_use():
