@@ -522,7 +522,8 @@ class Pipeline(object):
                 thread.daemon = True
                 thread.start()
             if self.starting:  # what it is doing: minutes of an engine build on a Nano, say
-                raise HttpError(503, "starting: " + (self.start_log.line or "checking the source and loading the model"))
+                raise HttpError(503, "starting: " + (self.start_log.line
+                                                     or "checking the source and loading the model"))
             raise HttpError(503, self.error)
 
     def _start_in_background(self):
