@@ -78,6 +78,7 @@ QUERY_PARAMETERS = {
     "healthz": ((), ()),
     "metrics": ((), ()),
 }
+QUERY_NAMES = frozenset(name for reads, _ in QUERY_PARAMETERS.values() for name in reads) | {"token"}
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -673,14 +674,15 @@ JPEG_MAX_SIDE = 65500
 
 def slip_for(name, names):
     """The one of `names` that `name` looks like a slip for (a letter off, another case, a
-    longer or shorter word: class, Conf, confidence), or None."""
+    longer or shorter word: class, Conf, confidence), or None; the first in `names`' order."""
+    lowered = {candidate.lower(): candidate for candidate in names}
     name = name.lower()
-    for candidate in names:
+    for candidate in lowered:
         shorter, longer = sorted((name, candidate), key=len)
         if len(shorter) >= 3 and longer.startswith(shorter):
-            return candidate
-    close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
-    return close[0] if close else None
+            return lowered[candidate]
+    close = difflib.get_close_matches(name, list(lowered), n=1, cutoff=0.75)
+    return lowered[close[0]] if close else None
 
 
 def shown_smaller(frame, detections, longest):
@@ -777,10 +779,9 @@ def create_app(settings=None, start=False):
         if request.endpoint not in QUERY_PARAMETERS or cors_preflight():
             return None
         reads, explains = QUERY_PARAMETERS[request.endpoint]
-        known = set(name for names in QUERY_PARAMETERS.values() for name in names[0]) | {"token"}
         for name in request.args:
             if name == "token" or name in reads or name in explains or (
-                    name not in known and slip_for(name, known) is None):
+                    name not in QUERY_NAMES and slip_for(name, QUERY_NAMES) is None):
                 continue
             meant = slip_for(name, reads + explains + ("token",))
             raise HttpError(400, "{}= is no parameter of {}{}; it takes {}".format(
@@ -1212,10 +1213,10 @@ def refuse_unknown_environment_settings():
     for variable in sorted(os.environ):
         name = variable[len("STREAMDETECT_"):]
         if variable.startswith("STREAMDETECT_") and name not in ENVIRONMENT_SETTINGS:
-            meant = difflib.get_close_matches(name, ENVIRONMENT_SETTINGS, n=1, cutoff=0.75)
+            meant = slip_for(name, sorted(ENVIRONMENT_SETTINGS))
             print("python app.py: error: ${} is no setting{}; the settings are the options of `python app.py "
                   "serve --help`, as $STREAMDETECT_MAX_VIEWERS for --max-viewers".format(
-                      variable, " (did you mean $STREAMDETECT_{}?)".format(meant[0]) if meant else ""),
+                      variable, " (did you mean $STREAMDETECT_{}?)".format(meant) if meant else ""),
                   file=sys.stderr)
             sys.exit(2)
 
