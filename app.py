@@ -674,15 +674,19 @@ JPEG_MAX_SIDE = 65500
 
 def slip_for(name, names):
     """The one of `names` that `name` looks like a slip for (a letter off, another case, a
-    longer or shorter word: class, Conf, confidence), or None; the first in `names`' order."""
+    longer or shorter word: class, Conf, confidence), or None; of several, the most alike
+    (MODELURL: MODEL_URL, not MODEL), then the first in `names`' order."""
     lowered = {candidate.lower(): candidate for candidate in names}
     name = name.lower()
-    for candidate in lowered:
+
+    def likeness(candidate):
+        return difflib.SequenceMatcher(None, name, candidate).ratio()
+
+    def prefixed(candidate):
         shorter, longer = sorted((name, candidate), key=len)
-        if len(shorter) >= 3 and longer.startswith(shorter):
-            return lowered[candidate]
-    close = difflib.get_close_matches(name, list(lowered), n=1, cutoff=0.75)
-    return lowered[close[0]] if close else None
+        return len(shorter) >= 3 and longer.startswith(shorter)
+    likely = [candidate for candidate in lowered if prefixed(candidate) or likeness(candidate) >= 0.75]
+    return lowered[max(likely, key=likeness)] if likely else None
 
 
 def shown_smaller(frame, detections, longest):

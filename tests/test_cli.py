@@ -99,6 +99,20 @@ def test_an_environment_variable_that_is_no_setting_is_refused_by_name(tmp_path)
     assert run("detect", str(tmp_path / "a.jpg"), env=environment).stderr.endswith("a.jpg: no such file\n")
 
 
+def test_the_suggested_setting_is_the_closest_one():
+    """$STREAMDETECT_MODELURL was told "did you mean $STREAMDETECT_MODEL?", the first name that
+    is a prefix of it, rather than MODEL_URL, the name it is a slip for."""
+    import app
+    names = ["MODEL", "MODEL_URL", "SOURCE", "CLASSES"]
+    assert app.slip_for("MODELURL", names) == "MODEL_URL"
+    assert app.slip_for("model", names) == "MODEL"
+    assert app.slip_for("MODELS", names) == "MODEL"
+    assert app.slip_for("class", names) == "CLASSES"
+    assert app.slip_for("SOUCRE", names) == "SOURCE"
+    assert app.slip_for("confidence", ["conf", "classes"]) == "conf"
+    assert app.slip_for("PORT", names) is None
+
+
 def test_an_on_off_setting_from_the_environment_means_what_it_says(capsys, monkeypatch):
     """STREAMDETECT_LOOP=False (or no, off) looped the video: any word but 0 and false was on."""
     import app
