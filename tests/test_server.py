@@ -748,6 +748,22 @@ def test_chromium_shows_the_stream(server):
         assert " 404 " not in server.log(last=None)[logged_before:]
 
 
+def test_a_page_shown_again_from_history_streams_under_a_name_of_its_own(server):
+    """The browser kept the page in its cache: a duplicated tab (or one gone back to) reused
+    the first's viewer name, and while both streamed, the server's "still streaming to you"
+    answered for either, so a tab whose stream was cut froze unnoticed. The page also holds
+    its access token."""
+    from browser import chromium_page
+    with chromium_page() as page:
+        page.goto("http://127.0.0.1:{}/".format(server.port))
+        first = page.get_attribute("#stream", "src")
+        page.goto("http://127.0.0.1:{}/upload".format(server.port))
+        page.go_back()
+        assert "viewer=" in first and page.get_attribute("#stream", "src") != first
+    assert get(server.port, "/")[1]["Cache-Control"] == "no-store"
+    assert get(server.port, "/upload")[1]["Cache-Control"] == "no-store"
+
+
 SET_PAGE_HIDDEN = """hidden => {
     Object.defineProperty(document, "hidden", {value: hidden, configurable: true});
     Object.defineProperty(document, "visibilityState", {value: hidden ? "hidden" : "visible", configurable: true});
