@@ -952,18 +952,17 @@ def create_app(settings=None, start=False):
             raise HttpError(400, "viewer={}: a viewer's name is 1 to 64 letters, digits, - or _".format(name))
         return name
 
-    def page(template, **context):
-        """An HTML page the browser does not keep: a copy shown again (a duplicated tab, the back
-        button) would stream under the viewer name of the first; and it can hold the token."""
-        response = Response(render_template(template, token=request.args.get("token", ""), **context),
-                            mimetype="text/html")
-        response.headers["Cache-Control"] = "no-store"
-        return response
-
     @app.route("/")
     def index():
+        """The live page, which the browser does not keep: a copy shown again (a duplicated tab,
+        the back button) would stream under the first's viewer name. (The upload page is kept,
+        so that going back to a result shows it, not a form resubmission.)"""
         max_fps = viewer_fps()
-        return page("index.html", fps="{:g}".format(max_fps) if max_fps else None, viewer=secrets.token_urlsafe(12))
+        response = Response(render_template("index.html", token=request.args.get("token", ""),
+                                            fps="{:g}".format(max_fps) if max_fps else None,
+                                            viewer=secrets.token_urlsafe(12)), mimetype="text/html")
+        response.headers["Cache-Control"] = "no-store"
+        return response
 
     def stream_to_viewer(body, mimetype):
         """One more viewer's response: `body(camera, max_fps)` streamed until the viewer goes."""
@@ -1049,7 +1048,7 @@ def create_app(settings=None, start=False):
             return jsonify(record)
 
     def upload_page(**shown):
-        return page("upload.html", needs_token=bool(token), **shown)
+        return render_template("upload.html", token=request.args.get("token", ""), needs_token=bool(token), **shown)
 
     @app.route("/upload", methods=["GET", "POST"])
     def upload():
