@@ -761,7 +761,7 @@ def test_a_page_shown_again_from_history_streams_under_a_name_of_its_own(server)
         page.go_back()
         assert "viewer=" in first and page.get_attribute("#stream", "src") != first
         page.go_forward()
-        page.set_input_files("input[name=image]", files=[{"name": "grey.png", "mimeType": "image/png",
+        page.set_input_files("input[name=image]", files=[{"name": "black.png", "mimeType": "image/png",
                                                           "buffer": png_bytes(120, 100)}])
         page.click("button[type=submit]")
         page.wait_for_selector("img.result")
