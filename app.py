@@ -678,15 +678,13 @@ def slip_for(name, names):
     (MODELURL: MODEL_URL, not MODEL), then the first in `names`' order."""
     lowered = {candidate.lower(): candidate for candidate in names}
     name = name.lower()
-
-    def likeness(candidate):
-        return difflib.SequenceMatcher(None, name, candidate).ratio()
+    likeness = {candidate: difflib.SequenceMatcher(None, name, candidate).ratio() for candidate in lowered}
 
     def prefixed(candidate):
         shorter, longer = sorted((name, candidate), key=len)
         return len(shorter) >= 3 and longer.startswith(shorter)
-    likely = [candidate for candidate in lowered if prefixed(candidate) or likeness(candidate) >= 0.75]
-    return lowered[max(likely, key=likeness)] if likely else None
+    likely = [candidate for candidate in lowered if prefixed(candidate) or likeness[candidate] >= 0.75]
+    return lowered[max(likely, key=likeness.get)] if likely else None
 
 
 def shown_smaller(frame, detections, longest):
