@@ -945,10 +945,12 @@ class Camera(object):
         self._next_start_at = 0.0  # no frame is started before then (STAGGER)
         self._free_at = [0.0] * detector.engine.frames_in_flight  # when each detector expects to be free
         self._jobs = collections.deque()
-        # detect -> render hand-over
+        # detect -> render hand-over, with one frame in flight (with several, each detector renders its own)
         self._detected = threading.Condition()
         self._to_render = None
-        self._newest_detected = 0  # capture number of the newest frame handed to the renderer
+        self._render_lock = threading.Lock()  # one frame drawn and published at a time, in capture order
+        self._newest_rendered = 0  # capture number of the newest frame drawn
+        self._render_failures = 0  # frames skipped since rendering began to fail: told once, then when it works
         self._failed_at = 0.0  # when an inference last failed
         self._fit_told = False  # whether the log said that frames are scaled to fit
         self._seq = 0
@@ -1327,24 +1329,35 @@ class Camera(object):
         with self._detected:
             self.counters["frames_inferred"] += 1
             self._average("inference_ms", inference_ms)
-            if number < self._newest_detected:  # overtaken by a later frame on another detector
-                with self._work:  # the lock under which capture counts its drops
-                    self.counters["frames_dropped"] += 1
+            if self.detector.engine.frames_in_flight == 1:
+                self._to_render = (number, frame, output, inference_ms, captured_at)
+                self._detected.notify_all()
                 return
-            self._newest_detected = number
-            self._to_render = (frame, output, inference_ms, captured_at)
-            self._detected.notify_all()
+        # Several frames in flight: every core is inferring, and a render thread would
+        # interrupt one of them for every frame; the detector draws its own frame instead.
+        self._render(number, frame, output, inference_ms, captured_at)
 
     def _render_loop(self):
-        skipped = 0  # frames skipped since rendering began to fail: told once, then when it works again
+        """With one frame in flight, draws each frame while the next is inferred; in any case
+        marks the picture STALLED when frames stop coming."""
         while not self._stop.is_set():
             with self._detected:
                 self._detected.wait_for(lambda: self._to_render is not None or self._stop.is_set(), 0.5)
                 item, self._to_render = self._to_render, None
             if item is None:
                 self._show_stall()
-                continue
-            frame, output, inference_ms, captured_at = item
+            else:
+                self._render(*item)
+
+    def _render(self, number, frame, output, inference_ms, captured_at):
+        """Decode the detections, draw, encode and publish, unless a later frame was published
+        already (overtaken on another detector): viewers never see time go back."""
+        with self._render_lock:
+            if number < self._newest_rendered:
+                with self._work:  # the lock under which capture counts its drops
+                    self.counters["frames_dropped"] += 1
+                return
+            self._newest_rendered = number
             started = time.monotonic()
             try:
                 height, width = frame.shape[:2]
@@ -1353,23 +1366,25 @@ class Camera(object):
                 self._average("render_ms", (published.published_at - started) * 1000.0)
                 self._average("latency_ms", (time.time() - captured_at) * 1000.0)
             except Exception:
-                if not skipped:
+                if not self._render_failures:
                     log.exception("decoding, drawing or encoding failed; frames are skipped until it works again")
-                skipped += 1
-                continue
-            if skipped:
-                log.warning("decoding, drawing and encoding work again, after %d frames skipped", skipped)
-                skipped = 0
+                self._render_failures += 1
+                return
+            if self._render_failures:
+                log.warning("decoding, drawing and encoding work again, after %d frames skipped",
+                            self._render_failures)
+                self._render_failures = 0
 
     def _show_stall(self):
         """Mark the picture STALLED, once, when the source stops giving frames without failing:
         viewers would otherwise watch a frozen picture that looks live."""
-        stalled = self._stalled_for(time.monotonic())
-        if stalled and not self._stall_shown:
-            self._stall_shown = True
-            reason = self._stall_reason(stalled)
-            log.warning("%s; waiting for it (a source that fails is reopened, one that hangs is not)", reason)
-            self._publish_status("stalled", reason)
+        with self._render_lock:  # not between a detector's live frames
+            stalled = self._stalled_for(time.monotonic())
+            if stalled and not self._stall_shown:
+                self._stall_shown = True
+                reason = self._stall_reason(stalled)
+                log.warning("%s; waiting for it (a source that fails is reopened, one that hangs is not)", reason)
+                self._publish_status("stalled", reason)
 
     def _publish_live(self, frame, detections, inference_ms, captured_at):
         if self._stall_shown:

@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
-from camera import STAGGER, Camera, FolderSource, SourceError, SyntheticSource, csi_pipeline, fastest_encoder, \
-    jpeg_encoders, open_source, stable_camera_name, without_secrets
+from camera import STAGGER, Camera, FolderSource, SourceError, SyntheticSource, csi_pipeline, encode_opencv, \
+    fastest_encoder, jpeg_encoders, open_source, stable_camera_name, without_secrets
 from streaming import basic_auth, free_port, http_server, red_square_scene, wait_until, write_clip
 from yolo_tool import Detector
 
@@ -734,10 +734,12 @@ def test_the_pipeline_recovers_from_failed_inferences(red_square_model, caplog):
     assert len(failures) == 3 and sum(1 for r in failures if r.exc_info) == 1
 
 
-def test_rendering_that_fails_is_told_once_and_again_when_it_works(red_square_model, caplog):
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_rendering_that_fails_is_told_once_and_again_when_it_works(red_square_model, caplog, in_flight):
     """Not a traceback per frame: the first failure with its traceback, then one line once
-    frames are drawn again (a stand-in decoder fails for ten frames in a row)."""
-    detector = Detector(red_square_model, backend="onnxruntime")
+    frames are drawn again (a stand-in decoder fails for ten frames in a row), whether the
+    render thread draws or the detectors do."""
+    detector = Detector(red_square_model, backend="onnxruntime", frames_in_flight=in_flight)
     decode, calls = detector.decode, []
 
     def failing_ten_times(output, size):
@@ -840,6 +842,26 @@ def test_frames_in_flight_overlap_and_reach_viewers_in_capture_order(red_square_
     assert stats["frames_inferred"] > stats["frames_published"]  # the overtaken ones
     assert len(prepared) == stats["frames_inferred"] < stats["frames_captured"]
     assert stats["frames_in_flight"] == 2
+
+
+@pytest.mark.parametrize("in_flight, drawn_by", [(1, {"camera-render_loop"}), (2, {"camera-detect_loop"})])
+def test_who_draws_and_encodes_a_frame(red_square_model, in_flight, drawn_by):
+    """One frame in flight: the render thread, so that drawing and encoding overlap with the
+    next inference. Several: every core is inferring anyway, and a render thread would
+    interrupt one detector per frame, so each detector draws the frame it inferred."""
+    threads = []
+
+    def noting_encoder(image, quality):
+        threads.append(threading.current_thread().name)
+        return encode_opencv(image, quality)
+    detector = Detector(red_square_model, backend="onnxruntime", frames_in_flight=in_flight)
+    camera = Camera(open_source("test://?fps=30"), detector, encoders={"noting": noting_encoder}).start()
+    try:
+        assert wait_until(lambda: camera.counters["frames_published"] >= 10, 10)
+    finally:
+        camera.stop()
+    live = [name for name in threads if name != "MainThread"]  # the "stopped" picture: camera.stop()'s
+    assert len(live) >= 10 and set(live) == drawn_by
 
 
 def test_frames_in_flight_start_apart(red_square_model):
