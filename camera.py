@@ -6,9 +6,12 @@ way of inference: capture grabs every frame but decodes only those a detector
 will take, and keeps only the newest (older ones are dropped and counted),
 detection runs the engine on the newest (one thread per frame the engine takes
 at once, their starts kept apart; with one, capture pre-processes the next frame
-meanwhile), and the render stage decodes the boxes, draws, encodes once and
-publishes, in capture order. Viewers only read the published frame; every wait
-has a timeout, so a dead stage or source can never hang a viewer.
+meanwhile), and rendering decodes the boxes, draws, encodes once and publishes,
+in capture order: a render thread of its own with one detector, overlapping the
+next inference; with several, each detector renders the frame it inferred, since
+a render thread would only interrupt an inferring core. Viewers only read the
+published frame; every wait has a timeout, so a dead stage or source can never
+hang a viewer.
 """
 import collections
 import functools
