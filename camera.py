@@ -443,8 +443,9 @@ class HTTPSource(OpenCVSource):
         return kind, picture, None
 
     def mode(self):
-        if self.picture is None:
-            return super(HTTPSource, self).mode()
+        if self.picture is None:  # FFmpeg reads no frame rate from an MJPEG stream: it reports 25, always
+            width, height, fourcc, _ = self._reported_mode()
+            return "{}x{}{} stream, at the camera's own rate".format(width, height, " " + fourcc if fourcc else "")
         return "snapshot URL ({}), asked at most {:g} times a second".format(self.picture_type, self.snapshot_fps)
 
     def grab(self):
