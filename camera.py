@@ -605,9 +605,14 @@ def reported_fps(capture):
 def quiet_opencv(log_level):
     """Keep OpenCV's own log to errors unless ours is at DEBUG: its `[ WARN ]` lines
     (one at every failed open, repeated at each reconnect; GStreamer's position
-    queries on a CSI camera) repeat what our one-line reasons say. A set
-    $OPENCV_LOG_LEVEL has the last word."""
-    if log_level == "DEBUG" or "OPENCV_LOG_LEVEL" in os.environ:
+    queries on a CSI camera) repeat what our one-line reasons say. Its FFmpeg's
+    errors too (`[tcp @ 0x...] Connection ... refused` beside our "cannot reach it",
+    a line per damaged H.264 picture of a lossy network camera): only the fatal
+    ones. A set $OPENCV_LOG_LEVEL or $OPENCV_FFMPEG_LOGLEVEL has the last word."""
+    if log_level == "DEBUG":
+        return
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL; read at OpenCV's first FFmpeg use
+    if "OPENCV_LOG_LEVEL" in os.environ:
         return
     opencv_logging = getattr(getattr(cv2, "utils", None), "logging", None)
     if opencv_logging is not None:  # newer builds (5.0 has it, 4.6 not)

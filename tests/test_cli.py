@@ -184,6 +184,17 @@ def test_opencv_messages_show_only_at_debug(red_square_model):
         assert "[ WARN" in debug and debug.count(attempt) == 2
 
 
+def test_ffmpeg_messages_show_only_at_debug(red_square_model):
+    """An RTSP camera that cannot be reached is told in our words; FFmpeg's own
+    `[tcp @ 0x...] Connection ... refused` beside it only at --log-level DEBUG."""
+    closed = "rtsp://127.0.0.1:{}/stream".format(free_port())
+    ours = "WARNING streamdetect.camera: cannot open {}: cannot reach it".format(closed)
+    quiet = serve_log_until("reconnecting in", "--source", closed, "--model", red_square_model)
+    assert ours in quiet and "[tcp @" not in quiet and "Traceback" not in quiet
+    debug = serve_log_until("reconnecting in", "--source", closed, "--model", red_square_model, "--log-level", "DEBUG")
+    assert ours in debug and "[tcp @" in debug
+
+
 def test_serve_names_a_port_it_cannot_listen_on_before_opening_anything(red_square_model):
     with taken_port() as number:
         result = run("serve", "--host", "127.0.0.1", "--port", str(number), "--model", red_square_model,
