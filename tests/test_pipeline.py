@@ -194,7 +194,8 @@ def test_a_cameras_mjpeg_stream_and_logins(ip_camera):
         source = open_source(uri)
         source.open()
         try:
-            assert source.mode() == "320x240 MJPG stream, at the camera's own rate"  # not FFmpeg's 25 FPS
+            mode = source.mode()  # the codec tag as this OpenCV names it (MJPG, 4.6: mjpe); not FFmpeg's 25 FPS
+            assert mode.startswith("320x240 ") and mode.endswith(" stream, at the camera's own rate")
             assert read(source).shape == (240, 320, 3)
         finally:
             source.close()
