@@ -365,7 +365,7 @@ def bench_memory(results, stack, worker, churn_seconds):
                     pass
             except (BlockingIOError, ConnectionError):
                 pass
-        for sock, close_at in [v for v in open_viewers if v[1] <= now]:
+        for sock, _ in [v for v in open_viewers if v[1] <= now]:
             sock.close()
         open_viewers = [v for v in open_viewers if v[1] > now]
         if early is None and now >= checkpoint:
