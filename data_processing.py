@@ -27,6 +27,14 @@ def sigmoid(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
+# Up to this share of the cells passing on objectness alone (a real model's scene:
+# a handful of the 845), the candidates are gathered and scored; beyond (random
+# weights, a low --conf), scoring every cell in place costs less than gathering.
+# Measured here: 608 candidates 0.072 ms gathered, 0.026 ms in place; a handful
+# 0.006 vs 0.027.
+GATHER_SHARE = 0.2
+
+
 def decode_region(grid, anchors, conf_threshold):
     """Decode a Darknet region-layer output (1, A*(5+C), gh, gw).
 
@@ -42,9 +50,8 @@ def decode_region(grid, anchors, conf_threshold):
     num_classes = channels // num_anchors - 5
     cells = grid.reshape(num_anchors, 5 + num_classes, grid_h, grid_w)
 
-    # The class softmax is at most 1, so sigmoid(to) bounds the score: decode only
-    # the cells that can still pass (usually a handful of the 845), comparing raw
-    # logits against logit(threshold) so that no sigmoid is spent on the rest.
+    # The class softmax is at most 1, so sigmoid(to) bounds the score: only the cells
+    # whose raw objectness reaches logit(threshold) can pass.
     objectness_logits = cells[:, 4]
     if conf_threshold <= 0.0:
         candidates = np.ones(objectness_logits.shape, dtype=bool)
@@ -52,27 +59,35 @@ def decode_region(grid, anchors, conf_threshold):
         candidates = np.zeros(objectness_logits.shape, dtype=bool)
     else:
         candidates = objectness_logits >= np.log(conf_threshold / (1.0 - conf_threshold))
-    anchor_idx, rows, cols = np.nonzero(candidates)
-    if anchor_idx.size == 0:
+    count = np.count_nonzero(candidates)
+    if count == 0:
         empty = np.zeros((0,), dtype=np.float32)
         return np.zeros((0, 4), dtype=np.float32), empty, np.zeros((0,), dtype=np.int64)
 
-    picked = cells[anchor_idx, :, rows, cols].astype(np.float32)  # (n, 5 + C)
-    # Scores first, boxes only for the candidates that pass. The best class's softmax
-    # is exp(0) / sum(exp(logits - best logit)): no full softmax is needed.
-    logits = picked[:, 5:]
-    class_ids = logits.argmax(axis=1)
-    best_logits = logits[np.arange(len(class_ids)), class_ids]
-    scores = sigmoid(picked[:, 4]) / np.exp(logits - best_logits[:, None]).sum(axis=1)
-    keep = scores >= conf_threshold
-    picked, anchor_idx, rows, cols = picked[keep], anchor_idx[keep], rows[keep], cols[keep]
+    # The best class's softmax is exp(0) / sum(exp(logits - best logit)): no full
+    # softmax is needed. Scores first, boxes only for the candidates that pass.
+    if count <= candidates.size * GATHER_SHARE:
+        anchor_idx, rows, cols = np.nonzero(candidates)
+        picked = cells[anchor_idx, :, rows, cols].astype(np.float32)  # (n, 5 + C)
+        logits = picked[:, 5:]
+        scores = sigmoid(picked[:, 4]) / np.exp(logits - logits.max(axis=1)[:, None]).sum(axis=1)
+        keep = scores >= conf_threshold
+        picked, scores, anchor_idx, rows, cols = picked[keep], scores[keep], anchor_idx[keep], rows[keep], cols[keep]
+    else:
+        cells = cells.astype(np.float32, copy=False)
+        logits = cells[:, 5:]
+        every_score = sigmoid(cells[:, 4]) / np.exp(logits - logits.max(axis=1)[:, None]).sum(axis=1)
+        anchor_idx, rows, cols = np.nonzero((every_score >= conf_threshold) & candidates)
+        picked = cells[anchor_idx, :, rows, cols]
+        scores = every_score[anchor_idx, rows, cols]
+    class_ids = picked[:, 5:].argmax(axis=1)
 
     centre_x = (cols + sigmoid(picked[:, 0])) / grid_w
     centre_y = (rows + sigmoid(picked[:, 1])) / grid_h
     half_w = np.exp(picked[:, 2]) * anchors[anchor_idx, 0] / grid_w / 2.0
     half_h = np.exp(picked[:, 3]) * anchors[anchor_idx, 1] / grid_h / 2.0
     boxes = np.stack([centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h], axis=1)
-    return boxes.astype(np.float32), scores[keep].astype(np.float32), class_ids[keep]
+    return boxes.astype(np.float32), scores.astype(np.float32), class_ids
 
 
 def pairwise_iou(boxes):
@@ -120,6 +135,8 @@ def postprocess(grid, anchors, image_size, conf_threshold=0.5, iou_threshold=0.4
     per class anyway, so that no other class costs it time)."""
     width, height = image_size
     boxes, scores, class_ids = decode_region(grid, anchors, conf_threshold)
+    if not len(scores):  # most frames of a quiet scene: none of the NMS and scaling below
+        return boxes, scores, class_ids
     if class_filter is not None:
         wanted = np.isin(class_ids, class_filter)
         boxes, scores, class_ids = boxes[wanted], scores[wanted], class_ids[wanted]

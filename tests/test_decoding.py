@@ -104,6 +104,39 @@ def test_softmax_not_sigmoid_scores_the_classes(tmp_path):
     assert det.class_id == 0
 
 
+@pytest.mark.parametrize("objectness_shift", [-3.0, 2.0])
+def test_decoding_matches_scoring_cell_by_cell(objectness_shift):
+    """Few candidates (a real scene) are gathered and scored, many (random weights, a low
+    --conf) scored in place: both must give, cell by cell, sigmoid(to) times the best
+    class's softmax, and the box of that cell and anchor."""
+    random = np.random.RandomState(7)
+    grid = (random.randn(125, 13, 13) * 2).astype(np.float32)
+    grid[4::PER_ANCHOR] += objectness_shift
+    many = (grid[4::PER_ANCHOR] >= 0).mean() > data_processing.GATHER_SHARE
+    assert many == (objectness_shift > 0)  # each case takes its own path
+
+    def sigmoid(x):
+        return 1.0 / (1.0 + math.exp(-x))
+    expected = []
+    for anchor, (anchor_w, anchor_h) in enumerate(np.reshape(VOC_ANCHORS, (-1, 2))):
+        for row in range(13):
+            for col in range(13):
+                tx, ty, tw, th, to = grid[anchor * PER_ANCHOR:anchor * PER_ANCHOR + 5, row, col].astype(float)
+                logits = grid[anchor * PER_ANCHOR + 5:(anchor + 1) * PER_ANCHOR, row, col].astype(float)
+                softmax = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+                score = sigmoid(to) * softmax.max()
+                if score >= 0.5:
+                    centre_x, centre_y = (col + sigmoid(tx)) / 13, (row + sigmoid(ty)) / 13
+                    half_w, half_h = math.exp(tw) * anchor_w / 26, math.exp(th) * anchor_h / 26
+                    expected.append((score, softmax.argmax(),
+                                     [centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h]))
+    boxes, scores, class_ids = data_processing.decode_region(grid[None], VOC_ANCHORS, 0.5)
+    assert len(expected) >= 5
+    assert scores.tolist() == pytest.approx([score for score, _, _ in expected], rel=1e-5)
+    assert class_ids.tolist() == [class_id for _, class_id, _ in expected]
+    assert boxes.ravel().tolist() == pytest.approx([v for _, _, box in expected for v in box], rel=1e-5, abs=1e-6)
+
+
 def test_nothing_above_threshold_gives_no_boxes():
     boxes, scores, classes = data_processing.postprocess(
         empty_grid()[None], VOC_ANCHORS, (640, 480))
