@@ -339,8 +339,12 @@ class OpenCVSource(FrameSource):
         self._warn_if_mode_differs()
 
     def mode(self):
-        width, height, fourcc, fps = self._reported_mode()
-        return "{}x{}{} at {:g} FPS".format(width, height, " " + fourcc if fourcc else "", fps)
+        return "{} at {:g} FPS".format(self._size_and_codec(), self._reported_mode()[3])
+
+    def _size_and_codec(self):
+        """'640x480 YUYV', or without the codec where the device or stream names none."""
+        width, height, fourcc, _ = self._reported_mode()
+        return "{}x{}{}".format(width, height, " " + fourcc if fourcc else "")
 
     def _reported_mode(self):
         """(width, height, FOURCC or "", FPS) as the device or stream reports them (0 where it does not)."""
@@ -444,8 +448,7 @@ class HTTPSource(OpenCVSource):
 
     def mode(self):
         if self.picture is None:  # FFmpeg reads no frame rate from an MJPEG stream: it reports 25, always
-            width, height, fourcc, _ = self._reported_mode()
-            return "{}x{}{} stream, at the camera's own rate".format(width, height, " " + fourcc if fourcc else "")
+            return "{} stream, at the camera's own rate".format(self._size_and_codec())
         return "snapshot URL ({}), asked at most {:g} times a second".format(self.picture_type, self.snapshot_fps)
 
     def grab(self):

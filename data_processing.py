@@ -35,6 +35,14 @@ def sigmoid(x):
 GATHER_SHARE = 0.2
 
 
+def best_class_scores(channels):
+    """sigmoid(to) times the best class's softmax, for channels on axis 1 (tx, ty, tw, th,
+    to, then the class logits): that softmax is exp(0) / sum(exp(logits - best logit)),
+    so no full softmax is needed."""
+    logits = channels[:, 5:]
+    return sigmoid(channels[:, 4]) / np.exp(logits - logits.max(axis=1, keepdims=True)).sum(axis=1)
+
+
 def decode_region(grid, anchors, conf_threshold):
     """Decode a Darknet region-layer output (1, A*(5+C), gh, gw).
 
@@ -64,19 +72,16 @@ def decode_region(grid, anchors, conf_threshold):
         empty = np.zeros((0,), dtype=np.float32)
         return np.zeros((0, 4), dtype=np.float32), empty, np.zeros((0,), dtype=np.int64)
 
-    # The best class's softmax is exp(0) / sum(exp(logits - best logit)): no full
-    # softmax is needed. Scores first, boxes only for the candidates that pass.
+    # Scores first, boxes only for the candidates that pass.
     if count <= candidates.size * GATHER_SHARE:
         anchor_idx, rows, cols = np.nonzero(candidates)
         picked = cells[anchor_idx, :, rows, cols].astype(np.float32)  # (n, 5 + C)
-        logits = picked[:, 5:]
-        scores = sigmoid(picked[:, 4]) / np.exp(logits - logits.max(axis=1)[:, None]).sum(axis=1)
+        scores = best_class_scores(picked)
         keep = scores >= conf_threshold
         picked, scores, anchor_idx, rows, cols = picked[keep], scores[keep], anchor_idx[keep], rows[keep], cols[keep]
     else:
         cells = cells.astype(np.float32, copy=False)
-        logits = cells[:, 5:]
-        every_score = sigmoid(cells[:, 4]) / np.exp(logits - logits.max(axis=1)[:, None]).sum(axis=1)
+        every_score = best_class_scores(cells)  # (A, gh, gw)
         anchor_idx, rows, cols = np.nonzero((every_score >= conf_threshold) & candidates)
         picked = cells[anchor_idx, :, rows, cols]
         scores = every_score[anchor_idx, rows, cols]
