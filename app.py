@@ -8,7 +8,6 @@ import atexit
 import base64
 import collections
 import contextlib
-import difflib
 import functools
 import hashlib
 import hmac
@@ -33,7 +32,7 @@ from camera import CAPTURE_LIMITS, FLIPS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Ca
     encode_opencv, files_in, fitted, number_in_range, open_source, quiet_opencv, reported_fps, resolve_source
 from get_engine import BACKENDS, PRECISIONS, EngineError, ModelError
 from yolo_tool import DEFAULT_MODEL, NAMED_MODELS, Detection, Detector, cache_dir, draw_detections, parse_anchors, \
-    read_labels, resolve_model
+    read_labels, resolve_model, slip_for
 
 log = logging.getLogger("streamdetect")
 
@@ -670,21 +669,6 @@ def decoded_picture(data):
 UPLOAD_PAGE_PIXELS = 1920
 # libjpeg's largest side: a longer picture's annotated JPEG is scaled to it (a panorama's PNG may be longer).
 JPEG_MAX_SIDE = 65500
-
-
-def slip_for(name, names):
-    """The one of `names` that `name` looks like a slip for (a letter off, another case, a
-    longer or shorter word: class, Conf, confidence), or None; of several, the most alike
-    (MODELURL: MODEL_URL, not MODEL), then the first in `names`' order."""
-    lowered = {candidate.lower(): candidate for candidate in names}
-    name = name.lower()
-    likeness = {candidate: difflib.SequenceMatcher(None, name, candidate).ratio() for candidate in lowered}
-
-    def prefixed(candidate):
-        shorter, longer = sorted((name, candidate), key=len)
-        return len(shorter) >= 3 and longer.startswith(shorter)
-    likely = [candidate for candidate in lowered if prefixed(candidate) or likeness[candidate] >= 0.75]
-    return lowered[max(likely, key=likeness.get)] if likely else None
 
 
 def shown_smaller(frame, detections, longest):

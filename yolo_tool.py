@@ -3,6 +3,7 @@ the `Detector` (pre-processing -> engine -> decoding) and drawing of results.
 """
 import colorsys
 import contextlib
+import difflib
 import functools
 import hashlib
 import logging
@@ -241,6 +242,21 @@ class Detection(object):
                 "box": [round(v, 1) for v in self.box]}
 
 
+def slip_for(name, names):
+    """The one of `names` that `name` looks like a slip for (a letter off, another case, a
+    longer or shorter word: class, Conf, confidence), or None; of several, the most alike
+    (MODELURL: MODEL_URL, not MODEL), then the first in `names`' order."""
+    lowered = {candidate.lower(): candidate for candidate in names}
+    name = name.lower()
+    likeness = {candidate: difflib.SequenceMatcher(None, name, candidate).ratio() for candidate in lowered}
+
+    def prefixed(candidate):
+        shorter, longer = sorted((name, candidate), key=len)
+        return len(shorter) >= 3 and longer.startswith(shorter)
+    likely = [candidate for candidate in lowered if prefixed(candidate) or likeness[candidate] >= 0.75]
+    return lowered[max(likely, key=likeness.get)] if likely else None
+
+
 class Detector(object):
     """A Tiny YOLOv2 model on one engine: frame in, detections out.
 
@@ -293,13 +309,24 @@ class Detector(object):
         return None if self.class_filter is None else [self.labels[i] for i in self.class_filter]
 
     def class_ids(self, names, asked_by="--classes"):
-        """Label names -> the class ids to keep, in order; `asked_by` names the option in the error."""
-        unknown = [name for name in names if name not in self.labels]
+        """Label names -> the class ids to keep, in order; a name in another case counts where it
+        names one class (Person: person). `asked_by` names the option in the error."""
+        by_case = {}
+        for label in self.labels:
+            by_case.setdefault(label.lower(), set()).add(label)
+        kept, unknown = set(), []
+        for name in names:
+            matches = {name} if name in self.labels else by_case.get(name.lower(), set())
+            if len(matches) == 1:
+                kept.add(self.labels.index(matches.pop()))
+            else:
+                meant = " or ".join(sorted(matches)) or slip_for(name, self.labels)
+                unknown.append(name + (" (did you mean {}?)".format(meant) if meant else ""))
         if unknown:
             raise ModelError("{}: {} {} not among the classes of {}: {}".format(
                 asked_by, ", ".join(unknown), "is" if len(unknown) == 1 else "are", self.model_name,
                 ", ".join(self.labels)))
-        return sorted(set(self.labels.index(name) for name in names))
+        return sorted(kept)
 
     def _check_output(self, shape):
         anchors = len(self.anchors)

@@ -88,9 +88,22 @@ def test_classes_keeps_only_the_named_ones(red_square_model):
     assert detector.class_names() == ["aeroplane", "dog"]  # as /api/stats reports them
     assert Detector(red_square_model, backend="onnxruntime").class_names() is None
     assert Detector(red_square_model, backend="onnxruntime", classes=["dog"]).detect(scene)[0] == []
-    with pytest.raises(ModelError, match="--classes: aeroplan, persn are not among the classes of "
-                                         "red_square.onnx: aeroplane, bicycle, "):
-        Detector(red_square_model, backend="onnxruntime", classes=["aeroplan", "persn"])
+    with pytest.raises(ModelError, match=r"--classes: aeroplan \(did you mean aeroplane\?\), persn \(did you mean "
+                                         r"person\?\), unicorn are not among the classes of red_square.onnx: "
+                                         "aeroplane, bicycle, "):
+        Detector(red_square_model, backend="onnxruntime", classes=["aeroplan", "persn", "unicorn"])
+
+
+def test_classes_in_another_case_name_the_class(red_square_model):
+    from streaming import red_square_scene
+    detector = Detector(red_square_model, backend="onnxruntime", classes=["Aeroplane", "DOG"])
+    assert detector.class_names() == ["aeroplane", "dog"]
+    assert {d.label for d in detector.detect(red_square_scene())[0]} == {"aeroplane"}
+    twins = Detector(red_square_model, backend="onnxruntime",
+                     labels=["Car", "car"] + ["c{}".format(i) for i in range(18)])
+    assert twins.class_ids(["car", "Car"]) == [0, 1]
+    with pytest.raises(ModelError, match=r"--classes: CAR \(did you mean Car or car\?\) is not among"):
+        twins.class_ids(["CAR"])
 
 
 def test_corrupt_model_is_a_clear_error(tmp_path):
