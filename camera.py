@@ -765,6 +765,10 @@ def _plain_source(uri, width, height, fps, loop):
         source.open()  # a file that does not open now will not later: say so at startup
         source.close()
         return source
+    looks_like_path = "/" in path or path.lower().endswith(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)
+    if uri.startswith("file://") or ("://" not in uri and looks_like_path):
+        raise SourceError("source '{}': no such file or folder{}".format(
+            uri, "" if os.path.isabs(path) else " in {} (the working folder)".format(os.getcwd())))
     raise SourceError("source '{}' is not a camera (0, /dev/video0, csi://0), a stream (rtsp://, "
                       "http://), an existing file or folder, or test://".format(uri))
 

@@ -69,8 +69,13 @@ def test_red_square_model_finds_the_test_square(red_square_model):
 
 
 def test_unknown_or_undecodable_source_is_a_clear_error(tmp_path):
-    with pytest.raises(SourceError, match="not a camera"):
+    with pytest.raises(SourceError, match="^source 'foo://bar' is not a camera"):
+        open_source("foo://bar")
+    with pytest.raises(SourceError, match="^source '/no/such/video.mp4': no such file or folder$"):
         open_source("/no/such/video.mp4")
+    with pytest.raises(SourceError, match="^source 'clip.mp4': no such file or folder in {} "
+                                          r"\(the working folder\)$".format(re.escape(os.getcwd()))):
+        open_source("clip.mp4")
     garbage = tmp_path / "clip.mp4"
     garbage.write_bytes(b"not a video" * 100)
     with pytest.raises(SourceError, match="cannot open .*clip.mp4; is it a video OpenCV can decode"):
