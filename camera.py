@@ -913,10 +913,12 @@ class MovingRate(object):
 class Camera(object):
     """One source, one detector, one pipeline; any number of viewers.
 
-    States: starting, streaming, reconnecting, idle (paused for lack of
-    viewers, or a file waiting for its first), ended (a file without --loop),
-    stopped.
+    States: starting, streaming, reconnecting, stalled (a source that gives no frames
+    without failing), error (an inference failed), idle (paused for lack of viewers,
+    or a file waiting for its first), ended (a file without --loop), stopped.
     """
+
+    STATES = ("starting", "streaming", "reconnecting", "stalled", "error", "idle", "ended", "stopped")
 
     RESTART_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
     # A source that gives no frame for this long (or three of its frame intervals) without

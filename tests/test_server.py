@@ -193,6 +193,20 @@ def test_page_api_and_metrics(server):
     assert "no-cache" in headers["Cache-Control"]
 
 
+def test_metrics_in_base_units_and_one_series_per_state(server):
+    from prometheus_client.parser import text_string_to_metric_families
+    from camera import Camera
+    status, headers, body = get(server.port, "/metrics")
+    samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+               for family in text_string_to_metric_families(body.decode()) for sample in family.samples}
+    for stage in ("inference", "wait", "render", "latency"):  # ms of red_square: well under 0.05 s
+        assert 0 < samples[("streamdetect_{}_seconds".format(stage), ())] < 0.05
+    assert samples[("streamdetect_uptime_seconds", ())] > 0
+    assert samples[("streamdetect_source_up", ())] == 1
+    states = {labels[0][1]: value for (name, labels), value in samples.items() if name == "streamdetect_state"}
+    assert set(states) == set(Camera.STATES) and {s for s, v in states.items() if v} == {"streaming"}
+
+
 def png_bytes(width, height):
     return cv2.imencode(".png", np.zeros((height, width, 3), np.uint8))[1].tobytes()
 
