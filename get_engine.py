@@ -33,9 +33,8 @@ def describe_onnx(model_path):
     try:
         model = onnx.load(model_path, load_external_data=False)
     except Exception as exc:  # protobuf raises several unrelated types on bad bytes
-        raise ModelError("{} is not a readable ONNX model ({}); delete it or pass --model PATH "
-                         "to a valid file".format(model_path, str(exc).splitlines()[0] if str(exc) else
-                                                  type(exc).__name__))
+        raise ModelError("{} is not a readable ONNX model ({}); pass --model PATH to an ONNX file".format(
+            model_path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
     initializers = {init.name for init in model.graph.initializer}
     inputs = [inp for inp in model.graph.input if inp.name not in initializers]
     if len(inputs) != 1:

@@ -5,6 +5,7 @@ import colorsys
 import contextlib
 import difflib
 import functools
+import glob
 import hashlib
 import logging
 import os
@@ -189,6 +190,10 @@ def resolve_model(model):
         else:
             log.info("model %s not in %s yet; downloading %s", model, os.path.dirname(path), url)
         return download(url, path, spec.sha256, spec.size)
+    if os.path.isdir(model):
+        inside = sorted(glob.glob(os.path.join(glob.escape(model), "*.onnx")))
+        raise ModelError("model '{}' is a folder; pass --model PATH to an ONNX file{}".format(
+            model, ", such as " + inside[0] if inside else " (this folder has none)"))
     if not os.path.isfile(model):
         raise ModelError("model '{}' is neither a file nor a known name ({}); pass --model PATH "
                          "to an ONNX file".format(model, ", ".join(sorted(NAMED_MODELS))))

@@ -2,6 +2,7 @@
 import hashlib
 import http.server
 import os
+import re
 import subprocess
 import sys
 
@@ -109,13 +110,22 @@ def test_classes_in_another_case_name_the_class(red_square_model):
 def test_corrupt_model_is_a_clear_error(tmp_path):
     path = tmp_path / "corrupt.onnx"
     path.write_bytes(os.urandom(4096))
-    with pytest.raises(ModelError, match="not a readable ONNX model"):
+    with pytest.raises(ModelError, match="^{} is not a readable ONNX model (.*); pass --model PATH to an ONNX "
+                                         "file$".format(re.escape(str(path)))):
         Detector(str(path), backend="onnxruntime")
 
 
-def test_missing_model_names_the_fix():
+def test_missing_model_names_the_fix(tmp_path):
     with pytest.raises(ModelError, match="--model PATH"):
         Detector("/no/such/model.onnx")
+    with pytest.raises(ModelError, match=r"^model '{0}' is a folder; pass --model PATH to an ONNX file \(this "
+                                         r"folder has none\)$".format(re.escape(str(tmp_path)))):
+        Detector(str(tmp_path))
+    (tmp_path / "b.onnx").write_bytes(b"")
+    (tmp_path / "a.onnx").write_bytes(b"")
+    with pytest.raises(ModelError, match="is a folder; pass --model PATH to an ONNX file, such as {}$".format(
+            re.escape(str(tmp_path / "a.onnx")))):
+        Detector(str(tmp_path))
 
 
 def test_output_channels_that_do_not_fit_the_anchors(tmp_path):
