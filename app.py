@@ -76,7 +76,24 @@ QUERY_PARAMETERS = {
     "upload": (("classes", "conf", "iou"), ()),
     "healthz": ((), ()),
     "metrics": ((), ()),
+    "api_docs": ((), ()),
 }
+
+# The routes a script uses, in the order the /api page lists them, each with its line there
+# (the parameters it takes come from QUERY_PARAMETERS, its methods from the app's routes).
+API_ROUTES = (
+    ("video_feed", "the annotated stream, multipart/x-mixed-replace (put it in an <img>); each part carries "
+                   "X-Frame-Seq and X-Captured-At; fps caps this viewer's frames per second"),
+    ("snapshot", "the latest annotated frame as a JPEG; annotate=0: the camera's picture alone"),
+    ("api_detections", "the latest frame's detections as JSON; classes and conf keep this reader's share of them"),
+    ("api_events", "the detections of every new frame as server-sent events (curl -N, or EventSource in a "
+                   "browser), one data: line of JSON per frame"),
+    ("api_stats", "state, FPS, inference time, frame counters, viewers, backend and model as JSON"),
+    ("api_detect", "an image (multipart field image, or the raw body) -> its detections as JSON, or the "
+                   "annotated JPEG with annotate=1"),
+    ("healthz", "200 while frames flow, else 503 with the reason (no token needed)"),
+    ("metrics", "the stats and the objects of each class in the latest frame, in Prometheus' text format"),
+)
 QUERY_NAMES = frozenset(name for reads, _ in QUERY_PARAMETERS.values() for name in reads) | {"token"}
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -684,7 +701,7 @@ def create_app(settings=None, start=False):
     """The Flask app. `settings` is the `serve` command's namespace (default:
     read from $STREAMDETECT_* variables, as under uWSGI); `start` builds the
     pipeline now instead of at the first request."""
-    from flask import Flask, Response, jsonify, render_template, request
+    from flask import Flask, Response, jsonify, render_template, request, url_for
     from werkzeug.exceptions import HTTPException
 
     settings = settings or settings_from_env()
@@ -1028,6 +1045,18 @@ def create_app(settings=None, start=False):
                 draw_detections(shown, detections, camera.detector.colors)
                 return Response(encode_opencv(shown, 90), mimetype="image/jpeg")
             return jsonify(record)
+
+    @app.route("/api")
+    def api_docs():
+        given = request.args.get("token", "")
+        routes = []
+        for endpoint, what in API_ROUTES:
+            rule = next(app.url_map.iter_rules(endpoint))
+            methods = sorted(rule.methods - {"HEAD", "OPTIONS"})
+            routes.append({"path": rule.rule, "methods": methods, "what": what,
+                           "takes": QUERY_PARAMETERS[endpoint][0],
+                           "link": url_for(endpoint, token=given or None) if "GET" in methods else None})
+        return render_template("api.html", token=given, needs_token=bool(token), routes=routes)
 
     def upload_page(**shown):
         return render_template("upload.html", token=request.args.get("token", ""), needs_token=bool(token), **shown)

@@ -186,7 +186,7 @@ def test_page_api_and_metrics(server):
     assert objects[b'streamdetect_objects{label="person"}'] == 0
     status, answer = get_json(server.port, "/video_feed/")  # a mistyped route names the right ones
     assert status == 404 and answer["error"] == (
-        "Not Found: /video_feed/ is no page of this server; it has /, /api/detect (POST), /api/detections, "
+        "Not Found: /video_feed/ is no page of this server; it has /, /api, /api/detect (POST), /api/detections, "
         "/api/events, /api/stats, /healthz, /metrics, /snapshot.jpg, /upload, /video_feed")
     status, headers, body = get(server.port, "/video_feed?x", timeout=3, method="HEAD")
     assert headers["Content-Type"] == "multipart/x-mixed-replace; boundary=frame"
@@ -206,6 +206,23 @@ def test_metrics_in_base_units_and_one_series_per_state(server):
     states = {labels[0][1]: value for (name, labels), value in samples.items() if name == "streamdetect_state"}
     assert set(states) == set(Camera.STATES) and {s for s, v in states.items() if v} == {"streaming"}
 
+
+def test_the_api_page_names_every_route_a_script_uses(server, red_square_model):
+    import app as app_module
+    from markupsafe import escape
+    settings = app_module.build_parser().parse_args(["serve", "--source", "test://", "--model", red_square_model])
+    routes = {rule.endpoint for rule in app_module.create_app(settings).url_map.iter_rules()}
+    assert {endpoint for endpoint, _ in app_module.API_ROUTES} == routes - {"static", "index", "upload", "api_docs"}
+    status, _, page = get(server.port, "/")
+    assert b'<a href="/api">API</a>' in page
+    status, _, page = get(server.port, "/api")
+    assert status == 200
+    for _, what in app_module.API_ROUTES:
+        assert str(escape(what)).encode() in page
+    assert b'GET\n          <a href="/api/detections">/api/detections</a>' in page
+    assert b"POST\n          <code>/api/detect</code>" in page  # no link: a browser would GET it
+    assert b"<code>annotate=</code> <code>classes=</code> <code>conf=</code> <code>iou=</code>" in page
+    assert b"Authorization" not in page  # this server has no token
 
 def png_bytes(width, height):
     return cv2.imencode(".png", np.zeros((height, width, 3), np.uint8))[1].tobytes()
@@ -668,6 +685,9 @@ def test_token_protects_everything_but_healthz(red_square_model):
         assert status == 200 and b"/video_feed?token=s3cret" in page
         status, _, page = get(server.port, "/upload?token=s3cret")  # its curl example sends a token too
         assert status == 200 and b'-H "Authorization: Bearer TOKEN"' in page
+        assert get(server.port, "/api")[0] == 401
+        status, _, page = get(server.port, "/api?token=s3cret")  # its links pass the token on
+        assert status == 200 and b'<a href="/api/stats?token=s3cret">' in page and b"Bearer TOKEN" in page
         [viewer] = watch(server.port, 1, 1, path="/video_feed?token=s3cret")
         assert viewer.status == 200 and viewer.frames > 0
 
