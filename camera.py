@@ -14,6 +14,7 @@ published frame; every wait has a timeout, so a dead stage or source can never
 hang a viewer.
 """
 import collections
+import fractions
 import functools
 import glob
 import http.client
@@ -635,10 +636,12 @@ def csi_pipeline(sensor_id, width, height, fps, flip_method=0):
     """GStreamer pipeline for a Jetson CSI camera (nvarguscamerasrc), turned by
     nvvidconv's `flip_method` (see FLIPS), ending in BGR."""
     out_w, out_h = (height, width) if flip_method in (1, 3) else (width, height)  # a quarter turn
+    rate = fractions.Fraction(fps).limit_denominator(1000)  # --fps 7.5: 15/2, and 0.5 is not 0/1
     return ("nvarguscamerasrc sensor-id={id} ! video/x-raw(memory:NVMM), width={w}, height={h}, "
-            "framerate={f}/1, format=NV12 ! nvvidconv flip-method={m} ! video/x-raw, width={ow}, height={oh}, "
+            "framerate={f}, format=NV12 ! nvvidconv flip-method={m} ! video/x-raw, width={ow}, height={oh}, "
             "format=BGRx ! videoconvert ! video/x-raw, format=BGR ! appsink drop=true max-buffers=1 sync=false"
-            .format(id=sensor_id, w=width, h=height, f=int(fps), m=flip_method, ow=out_w, oh=out_h))
+            .format(id=sensor_id, w=width, h=height, f="{}/{}".format(rate.numerator, rate.denominator),
+                    m=flip_method, ow=out_w, oh=out_h))
 
 
 SECRET_NAME = re.compile(r"pass|pwd|token|key|secret|auth|sig", re.IGNORECASE)

@@ -543,6 +543,12 @@ def test_csi_camera_turns_in_hardware_with_the_sides_swapped_for_a_quarter_turn(
     assert "nvvidconv flip-method=0 ! video/x-raw, width=1280, height=720," in csi_pipeline(1, 1280, 720, 30)
 
 
+def test_csi_camera_is_asked_the_rate_given_as_a_fraction():
+    assert "width=1280, height=720, framerate=30/1, format=NV12" in csi_pipeline(1, 1280, 720, 30)
+    assert "framerate=15/2," in csi_pipeline(0, 640, 480, 7.5)  # not 7/1
+    assert "framerate=1/2," in csi_pipeline(0, 640, 480, 0.5)  # not 0/1, which no sensor mode has
+
+
 def test_idle_stop_pauses_and_a_viewer_resumes(red_square_model):
     detector = Detector(red_square_model, backend="onnxruntime")
     camera = Camera(open_source("test://?fps=30"), detector, idle_stop=0.5).start()
