@@ -1095,6 +1095,7 @@ class Camera(object):
             "render_ms": round(self.timings["render_ms"], 2),
             "latency_ms": round(self.timings["latency_ms"], 2),
             "viewers": self.viewers,
+            "max_viewers": self.max_viewers or None,
             "backend": self.detector.backend,
             "model": self.detector.model_name,
             "classes": self.detector.class_names(),

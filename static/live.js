@@ -51,8 +51,11 @@
     text("model", s.model);
     text("source", s.source + (s.width ? " · " + s.width + "×" + s.height : ""));
     var error = document.getElementById("error");
-    error.hidden = !s.last_error;
-    error.textContent = s.last_error || "";
+    var full = streamRefused && s.max_viewers && s.viewers >= s.max_viewers;
+    var message = full ? "no place to watch is free (--max-viewers " + s.max_viewers + "); this page tries " +
+      "again every 2 s" : s.last_error;
+    error.hidden = !message;
+    error.textContent = message || "";
     history.push({ fps: s.fps, ms: s.inference_ms });
     if (history.length > HISTORY) { history.shift(); }
     drawChart();
@@ -88,6 +91,7 @@
   var streamUrl = new URL(img.src);
   var viewer = streamUrl.searchParams.get("viewer");
   var shown = false;  // whether the stream opened last has shown a picture
+  var streamRefused = false;  // the image failed and none has loaded since (the server full?)
   var notStreamed = 0;  // polls in a row that found the server not streaming to `viewer`
   var outage = false;
   var startedAt = null;
@@ -101,8 +105,8 @@
     img.src = streamUrl.href;
   }
 
-  img.addEventListener("load", function () { shown = true; });
-  img.addEventListener("error", function () { setTimeout(reopenStream, 2000); });
+  img.addEventListener("load", function () { shown = true; streamRefused = false; });
+  img.addEventListener("error", function () { streamRefused = true; setTimeout(reopenStream, 2000); });
   document.addEventListener("visibilitychange", function () {
     if (document.hidden) { img.removeAttribute("src"); } else { reopenStream(); }
   });

@@ -783,6 +783,24 @@ def test_chromium_shows_the_stream(server):
         assert " 404 " not in server.log(last=None)[logged_before:]
 
 
+def test_a_page_refused_a_place_to_watch_says_why_and_streams_once_one_is_free(red_square_model):
+    """A stream refused (--max-viewers reached) is a broken image in the page, which an image
+    cannot tell apart from an outage: the page says the places are taken, and its retry
+    streams as soon as one is free."""
+    from browser import chromium_page
+    with Server("serve", "--source", "test://", "--model", red_square_model, "--max-viewers", "1") as server, \
+            chromium_page() as page:
+        first = Viewer(server.port)
+        first.start()
+        assert wait_for_viewers(server, 1, 5) == 1
+        assert get_json(server.port, "/api/stats")[1]["max_viewers"] == 1
+        page.goto("http://127.0.0.1:{}/".format(server.port))
+        page.wait_for_function("!document.getElementById('error').hidden", timeout=10000)
+        assert page.inner_text("#error") == "no place to watch is free (--max-viewers 1); this page tries again every 2 s"
+        first.close()
+        page.wait_for_function("document.getElementById('stream').naturalWidth > 0", timeout=15000)
+        page.wait_for_function("document.getElementById('error').hidden", timeout=5000)
+
 def test_a_page_shown_again_from_history_streams_under_a_name_of_its_own(server):
     """The browser kept the page in its cache: a duplicated tab (or one gone back to) reused
     the first's viewer name, and while both streamed, the server's "still streaming to you"
