@@ -740,6 +740,8 @@ def create_app(settings=None, start=False):
     def werkzeug_error(exc):
         if exc.code == 413:
             message = upload_too_large(settings.max_upload_mb)
+            if request.endpoint == "upload":  # the browser's form: its page with the reason, not JSON
+                return upload_page(error=message), 413
         elif exc.code == 405:
             message = "{} takes {}, not {}{}".format(
                 request.path, " or ".join(sorted(set(exc.valid_methods or ()) - {"HEAD", "OPTIONS"})), request.method,
@@ -1059,7 +1061,9 @@ def create_app(settings=None, start=False):
         return render_template("api.html", token=given, needs_token=bool(token), routes=routes)
 
     def upload_page(**shown):
-        return render_template("upload.html", token=request.args.get("token", ""), needs_token=bool(token), **shown)
+        return render_template("upload.html", token=request.args.get("token", ""), needs_token=bool(token),
+                               max_bytes=app.config["MAX_CONTENT_LENGTH"],
+                               too_large=upload_too_large(settings.max_upload_mb), **shown)
 
     @app.route("/upload", methods=["GET", "POST"])
     def upload():

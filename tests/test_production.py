@@ -119,6 +119,11 @@ def test_uploads_through_nginx(stack):
     # the form's hint for scripts names the address the browser used, port included
     status, _, page = get(stack.port, "/upload")
     assert status == 200 and "http://127.0.0.1:{}/api/detect".format(stack.port).encode() in page
+    form = (b'--b\r\nContent-Disposition: form-data; name="image"; filename="big.jpg"\r\n\r\n'
+            + np.random.bytes(1500000) + b"\r\n--b--\r\n")
+    status, headers, page = get(stack.port, "/upload", method="POST", body=form,
+                                headers={"Content-Type": "multipart/form-data; boundary=b"})
+    assert status == 413 and b'<p class="error">upload is larger than 1 MB (--max-upload-mb)</p>' in page
 
 
 def test_the_log_keeps_every_request_but_the_pages_polls(stack):

@@ -314,6 +314,10 @@ def test_uploads_good_and_bad(server):
     status, _, page = get(server.port, "/upload", method="POST", body=multipart("image", "a.txt", b"text")[0],
                           headers=multipart("image", "a.txt", b"text")[1])
     assert status == 400 and b"not an image" in page
+    body, headers = multipart("image", "photo.jpg", np.random.bytes(1200000))  # over --max-upload-mb 1
+    status, headers, page = get(server.port, "/upload", method="POST", body=body, headers=headers)
+    assert status == 413 and headers["Content-Type"].startswith("text/html")  # the form's page, not JSON
+    assert b'<p class="error">upload is larger than 1 MB (--max-upload-mb)</p>' in page and b"<form" in page
 
     frames_before = viewer.frames
     time.sleep(1.0)
@@ -800,6 +804,23 @@ def test_a_page_refused_a_place_to_watch_says_why_and_streams_once_one_is_free(r
         first.close()
         page.wait_for_function("document.getElementById('stream').naturalWidth > 0", timeout=15000)
         page.wait_for_function("document.getElementById('error').hidden", timeout=5000)
+
+def test_the_upload_form_refuses_a_picture_over_the_limit_before_sending_it(server):
+    from browser import chromium_page
+    with chromium_page() as page:
+        page.goto("http://127.0.0.1:{}/upload".format(server.port))
+        logged_before = len(server.log(last=None))
+        page.set_input_files("input[name=image]", files=[{"name": "photo.jpg", "mimeType": "image/jpeg",
+                                                          "buffer": np.random.bytes(1200000)}])  # over 1 MB
+        assert page.evaluate("document.querySelector('input[name=image]').validationMessage") == (
+            "upload is larger than 1 MB (--max-upload-mb)")
+        page.click("button[type=submit]")
+        time.sleep(1)
+        assert "POST /upload" not in server.log(last=None)[logged_before:]  # nothing was sent
+        page.set_input_files("input[name=image]", files=[{"name": "black.png", "mimeType": "image/png",
+                                                          "buffer": png_bytes(120, 100)}])
+        page.click("button[type=submit]")
+        page.wait_for_selector("img.result")
 
 def test_a_page_shown_again_from_history_streams_under_a_name_of_its_own(server):
     """The browser kept the page in its cache: a duplicated tab (or one gone back to) reused
