@@ -44,7 +44,7 @@
   function showStats(s) {
     text("state", s.state);
     text("fps", s.fps.toFixed(1));
-    text("inference", s.inference_ms.toFixed(1) + " ms" +
+    text("inference", !s.frames_inferred ? "–" : s.inference_ms.toFixed(1) + " ms" +  // none yet: no 0.0 ms
          (s.frames_in_flight > 1 ? " · " + s.frames_in_flight + " frames at once" : ""));
     text("viewers", s.viewers);
     text("backend", s.backend);

@@ -787,6 +787,17 @@ def test_chromium_shows_the_stream(server):
         assert " 404 " not in server.log(last=None)[logged_before:]
 
 
+def test_a_page_says_why_its_source_gives_no_frames(red_square_model):
+    from browser import chromium_page
+    unreachable = "rtsp://127.0.0.1:{}/camera".format(free_port())
+    with Server("serve", "--source", unreachable, "--model", red_square_model, healthy=False) as server, \
+            chromium_page() as page:
+        page.goto("http://127.0.0.1:{}/".format(server.port))
+        page.wait_for_function("!document.getElementById('error').hidden", timeout=10000)
+        assert page.inner_text("#error") == "cannot open {}: cannot reach it: Connection refused".format(unreachable)
+        assert page.inner_text("#state") == "reconnecting"
+        assert page.inner_text("#inference") == "–"  # nothing inferred yet: not "0.0 ms"
+
 def test_a_page_refused_a_place_to_watch_says_why_and_streams_once_one_is_free(red_square_model):
     """A stream refused (--max-viewers reached) is a broken image in the page, which an image
     cannot tell apart from an outage: the page says the places are taken, and its retry
