@@ -105,8 +105,15 @@
     img.src = streamUrl.href;
   }
 
+  function streamFailed() {
+    streamRefused = true;
+    setTimeout(reopenStream, 2000);
+  }
   img.addEventListener("load", function () { shown = true; streamRefused = false; });
-  img.addEventListener("error", function () { streamRefused = true; setTimeout(reopenStream, 2000); });
+  img.addEventListener("error", streamFailed);
+  if (img.complete && !img.naturalWidth && img.getAttribute("src")) {
+    streamFailed();  // refused before this script was there to hear it
+  }
   document.addEventListener("visibilitychange", function () {
     if (document.hidden) { img.removeAttribute("src"); } else { reopenStream(); }
   });
