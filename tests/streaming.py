@@ -161,7 +161,11 @@ class Server(object):
             + ["--host", "127.0.0.1", "--port", str(self.port)],
             stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         log.close()
-        self.wait_healthy()
+        try:
+            self.wait_healthy()
+        except BaseException:  # not entered, so never exited: stop it here, or it outlives the tests
+            self.__exit__()
+            raise
         return self
 
     def wait_healthy(self, timeout=90):
