@@ -294,10 +294,13 @@ def cmd_detect(args):
             print("error: cannot create --out {}: {}".format(args.out, exc.strerror), file=sys.stderr)
             return 2
     detector = detector_from_args(args)
-    failures = 0
+    failures = written = 0
     for path in args.images:
         if path in videos:
-            failures += detect_video(detector, path, annotated_path(args.out, path, True) if args.out else None)
+            target = annotated_path(args.out, path, True) if args.out else None
+            failed = detect_video(detector, path, target)
+            failures += failed
+            written += 1 if target and not failed and os.path.isfile(target) else 0
             continue
         if path == STANDARD_INPUT:
             frame, why_not = picture_from_standard_input()
@@ -314,9 +317,13 @@ def cmd_detect(args):
                                        detections)), flush=True)
         if args.out:
             target = annotated_path(args.out, path)
-            if not cv2.imwrite(target, draw_detections(frame, detections, detector.colors)):
+            if cv2.imwrite(target, draw_detections(frame, detections, detector.colors)):
+                written += 1
+            else:
                 print("error: {}: cannot write {}".format(path, target), file=sys.stderr)
                 failures += 1
+    if args.out:
+        log.info("%d annotated cop%s written to %s", written, "y" if written == 1 else "ies", args.out)
     return 1 if failures else 0
 
 

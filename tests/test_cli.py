@@ -270,6 +270,7 @@ def test_detect_prints_json_and_writes_annotated_images(tmp_path, red_square_mod
     assert "Traceback" not in result.stderr
     annotated = cv2.imread(str(out / "scene.png"))
     assert annotated.shape == scene.shape and not np.array_equal(annotated, scene)
+    assert "2 annotated copies written to {}".format(out) in result.stderr  # where to look for them
 
 
 def test_detect_reads_a_video_frame_by_frame(tmp_path, red_square_model):
@@ -289,6 +290,7 @@ def test_detect_reads_a_video_frame_by_frame(tmp_path, red_square_model):
         assert read and written and drawn.shape == plain.shape
         assert np.abs(drawn.astype(int) - plain.astype(int)).max() > 100  # boxes and labels drawn
     assert not annotated.read()[0]
+    assert "1 annotated copy written to {}".format(out) in result.stderr
     refused = run("detect", str(video), "--out", str(tmp_path), "--model", red_square_model)
     assert refused.returncode == 2 and "would overwrite {} with its annotated copy".format(video) in refused.stderr
 
