@@ -375,6 +375,14 @@ class TensorRTEngine(Engine):
                 log.error("TensorRT ONNX parser: %s", error)
             raise EngineError("TensorRT's ONNX parser rejected {} ({} error(s): {})".format(
                 self.model_path, len(errors), "; ".join(errors) or "no details"))
+        image = network.get_input(0)
+        if any(dim < 0 for dim in image.shape):
+            # The zoo's Tiny YOLOv2 declares a symbolic batch ('None'), and TensorRT refuses to
+            # build a network with a dynamic input that has no optimization profile: fixed to
+            # a batch of one, as ONNX Runtime runs it, the engine's shapes are all static.
+            log.info("%s has a symbolic input shape %s; building for %s", self.model_path,
+                     tuple(image.shape), self.input_shape)
+            image.shape = list(self.input_shape)
         config = builder.create_builder_config()
         workspace = int(workspace_mb) << 20
         if hasattr(config, "set_memory_pool_limit"):

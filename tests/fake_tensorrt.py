@@ -2,10 +2,14 @@
 TensorRT engine's logic (cache, build, errors, buffers, contexts) without a GPU.
 
 They follow the real APIs' shapes: TensorRT 8.2's bindings API or 8.5+/10's
-tensor API, chosen by version. A "serialized engine" is a marker plus the ONNX
-bytes, and "executing" it runs ONNX Runtime, so outputs can be checked. Like
-CUDA, device calls fail unless a context is current in the calling thread.
+tensor API, chosen by version. A "serialized engine" is a marker, the network's
+input shapes and the ONNX bytes, and "executing" it runs ONNX Runtime, so outputs
+can be checked. As TensorRT does, the builder refuses a network whose input has a
+dynamic dimension (-1, from a symbolic ONNX one) when no optimization profile
+fixes it. Like CUDA, device calls fail unless a context is current in the calling
+thread.
 """
+import json
 import sys
 import threading
 import types
@@ -25,6 +29,7 @@ class FakeCuda(object):
         self.gpu, self.capability = gpu, capability
         self.fast_fp16, self.fast_int8 = fast_fp16, fast_int8
         self.builds = []            # (network flags, config flags, workspace) per build
+        self.build_errors = []      # what TensorRT's logger would have said of a failed build
         self.fail_build = False
         self.parser_errors = []
         self.fail_execute = False
@@ -163,10 +168,22 @@ class FakeCuda(object):
         class TensorIOMode(object):
             INPUT, OUTPUT = 0, 1
 
+        class Tensor(object):
+            def __init__(self, name, shape):
+                self.name, self.shape = name, shape
+
         class Network(object):
             def __init__(self, flags):
                 self.flags = flags
                 self.onnx = None
+                self.inputs = []
+
+            @property
+            def num_inputs(self):
+                return len(self.inputs)
+
+            def get_input(self, index):
+                return self.inputs[index]
 
         class Config(object):
             def __init__(self):
@@ -200,13 +217,18 @@ class FakeCuda(object):
                 fake.builds.append((network.flags, set(config.flags), workspace))
                 if fake.fail_build:
                     return None
+                if any(dim < 0 for tensor in network.inputs for dim in tensor.shape):
+                    fake.build_errors.append("Network has dynamic or shape inputs, but no optimization "
+                                             "profile has been defined.")
+                    return None
                 calibrator = config.int8_calibrator
                 while calibrator is not None:
                     pointers = calibrator.get_batch(["image"])
                     if pointers is None:
                         break
                     fake.calibration_maxima.append(float(fake.memory[pointers[0]].view(np.float32).max()))
-                return MAGIC + network.onnx
+                shapes = dict((tensor.name, [int(dim) for dim in tensor.shape]) for tensor in network.inputs)
+                return MAGIC + json.dumps(shapes).encode() + b"\n" + network.onnx
 
         class ParserError(object):
             def __init__(self, text):
@@ -224,6 +246,12 @@ class FakeCuda(object):
                 if fake.parser_errors:
                     self.num_errors = len(fake.parser_errors)
                     return False
+                import onnx
+                graph = onnx.load_from_string(bytes(data)).graph
+                constants = set(init.name for init in graph.initializer)
+                self.network.inputs = [Tensor(value.name, [dim.dim_value if dim.HasField("dim_value") else -1
+                                                           for dim in value.type.tensor_type.shape.dim])
+                                       for value in graph.input if value.name not in constants]
                 self.network.onnx = data
                 return True
 
@@ -231,10 +259,12 @@ class FakeCuda(object):
                 return ParserError(fake.parser_errors[index])
 
         class Engine(object):
-            def __init__(self, onnx_bytes):
+            def __init__(self, serialized):
                 import onnxruntime
+                shapes, onnx_bytes = serialized.split(b"\n", 1)
+                shapes = json.loads(shapes.decode())
                 self.session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-                self.io = [(i.name, tuple(i.shape), True) for i in self.session.get_inputs()]
+                self.io = [(i.name, tuple(shapes[i.name]), True) for i in self.session.get_inputs()]
                 outputs = self.session.run(None, {self.io[0][0]: np.zeros(self.io[0][1], np.float32)})
                 self.io += [(o.name, out.shape, False) for o, out in zip(self.session.get_outputs(), outputs)]
                 if fake.outputs_first:

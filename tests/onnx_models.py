@@ -1,7 +1,8 @@
 """ONNX models built with onnx.helper for tests and benchmarks (nothing is downloaded).
 
 - `tiny_yolov2`: the real Tiny YOLOv2 VOC architecture with random weights, for
-  shapes, engine agreement and timing.
+  shapes, engine agreement and timing; its batch dimension is symbolic ('None'), as
+  in the zoo's tinyyolov2-8.onnx.
 - `constant_grid`: a model whose output is a given grid whatever the image, so a
   decode can be worked out by hand.
 - `red_square`: pools the image to the 13x13 grid and turns "this cell is red"
@@ -26,15 +27,20 @@ def _save(graph, path):
     return str(path)
 
 
-def _image_input(name="image"):
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 3, INPUT_SIZE, INPUT_SIZE])
+# The zoo's tinyyolov2-8.onnx names its batch dimension 'None' (a symbolic one) on its input
+# and its output, rather than giving it the size 1.
+ZOO_BATCH = "None"
 
 
-def _grid_output(channels, name="grid"):
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, channels, GRID, GRID])
+def _image_input(name="image", batch=1):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, [batch, 3, INPUT_SIZE, INPUT_SIZE])
 
 
-def tiny_yolov2(path, seed=0, num_classes=20, num_anchors=5):
+def _grid_output(channels, name="grid", batch=1):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, [batch, channels, GRID, GRID])
+
+
+def tiny_yolov2(path, seed=0, num_classes=20, num_anchors=5, batch=ZOO_BATCH):
     """Tiny YOLOv2 (VOC): 9 convolutions with batch norm and leaky ReLU, 6 max-pools."""
     rng = np.random.RandomState(seed)
     nodes, inits = [], []
@@ -70,12 +76,12 @@ def tiny_yolov2(path, seed=0, num_classes=20, num_anchors=5):
         (rng.randn(out_channels, channels_in, 1, 1) * 0.02).astype(np.float32), "head_w"))
     inits.append(numpy_helper.from_array((0.5 * rng.randn(out_channels)).astype(np.float32), "head_b"))
     nodes.append(helper.make_node("Conv", [previous, "head_w", "head_b"], ["grid"], kernel_shape=[1, 1]))
-    graph = helper.make_graph(nodes, "tiny_yolov2_random", [_image_input()], [_grid_output(out_channels)],
-                              initializer=inits)
+    graph = helper.make_graph(nodes, "tiny_yolov2_random", [_image_input(batch=batch)],
+                              [_grid_output(out_channels, batch=batch)], initializer=inits)
     return _save(graph, path)
 
 
-def _pooled_conv_model(path, weights, bias, constant=None, name="pooled"):
+def _pooled_conv_model(path, weights, bias, constant=None, name="pooled", batch=1):
     """image -> 32x32 average pool (13x13 cells) -> 1x1 conv [-> + constant grid]."""
     channels = weights.shape[0]
     inits = [numpy_helper.from_array(weights.astype(np.float32).reshape(channels, 3, 1, 1), "w"),
@@ -88,7 +94,8 @@ def _pooled_conv_model(path, weights, bias, constant=None, name="pooled"):
         inits.append(numpy_helper.from_array(constant.astype(np.float32).reshape(1, channels, GRID, GRID),
                                              "constant"))
         nodes.append(helper.make_node("Add", ["conv", "constant"], ["grid"]))
-    graph = helper.make_graph(nodes, name, [_image_input()], [_grid_output(channels)], initializer=inits)
+    graph = helper.make_graph(nodes, name, [_image_input(batch=batch)], [_grid_output(channels, batch=batch)],
+                              initializer=inits)
     return _save(graph, path)
 
 
@@ -101,8 +108,9 @@ def constant_grid(path, grid):
 
 
 def red_square(path, num_classes=20, num_anchors=5, box_cells=(2.5, 3.0),
-               anchor=(1.08, 1.19)):
-    """Anchor 0 / class 0 fires where a cell is red (input at 0-255).
+               anchor=(1.08, 1.19), batch=1):
+    """Anchor 0 / class 0 fires where a cell is red (input at 0-255); `batch` as ZOO_BATCH
+    makes its batch dimension symbolic, as the zoo's model has it.
 
     objectness logit = 20 * redness - 10, redness = (R - (G + B) / 2) / 255 of
     the pooled cell, so a fully red cell scores ~1 and a grey one ~0; boxes
@@ -119,4 +127,4 @@ def red_square(path, num_classes=20, num_anchors=5, box_cells=(2.5, 3.0),
     bias[5] = 10.0
     for other in range(1, num_anchors):
         bias[other * per_anchor + 4] = -30.0
-    return _pooled_conv_model(path, weights, bias, name="red_square")
+    return _pooled_conv_model(path, weights, bias, name="red_square", batch=batch)

@@ -53,6 +53,21 @@ def test_build_run_and_reuse_the_cached_engine(version, monkeypatch, tmp_path, s
     assert workspace == 256 << 20
 
 
+@pytest.mark.parametrize("version", ["8.2.1", "8.6.1", "10.3.0"])
+def test_a_model_with_a_symbolic_batch_builds_for_a_batch_of_one(version, monkeypatch, tmp_path, blob, caplog):
+    """The zoo's tinyyolov2-8.onnx declares its batch as 'None': TensorRT refuses to build a
+    dynamic input without an optimization profile, so the engine fixes it to 1."""
+    import onnx_models
+    model = onnx_models.red_square(tmp_path / "zoo_like.onnx", batch=onnx_models.ZOO_BATCH)
+    fake = FakeCuda(trt_version=version)
+    with caplog.at_level(logging.INFO, logger="streamdetect.engine"):
+        engine = open_engine(fake, monkeypatch, model, tmp_path)
+    assert fake.build_errors == []
+    np.testing.assert_allclose(engine.infer(blob), create_engine(model, "onnxruntime").infer(blob), atol=1e-5)
+    assert "symbolic input shape (-1, 3, 416, 416); building for (1, 3, 416, 416)" in caplog.text
+    engine.close()
+
+
 @pytest.mark.parametrize("version", ["8.2.1", "10.3.0"])
 def test_an_engine_that_numbers_its_output_first_still_runs(version, monkeypatch, tmp_path, small_model, blob):
     engine = open_engine(FakeCuda(trt_version=version, outputs_first=True), monkeypatch, small_model, tmp_path)
