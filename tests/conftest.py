@@ -11,9 +11,15 @@ import onnx_models  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch):
-    """Never touch the user's model cache from a test."""
+def isolated_environment(tmp_path, monkeypatch):
+    """Never touch the user's model cache from a test, and let no test's variables reach
+    the next: a command run in-process (app.main) sets OpenCV's log levels in os.environ,
+    which every server a later test starts would inherit (FFmpeg silenced at DEBUG)."""
+    saved = dict(os.environ)
     monkeypatch.setenv("STREAMDETECT_HOME", str(tmp_path / "home"))
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 @pytest.fixture(scope="session")
