@@ -5,6 +5,7 @@
   in the zoo's tinyyolov2-8.onnx.
 - `constant_grid`: a model whose output is a given grid whatever the image, so a
   decode can be worked out by hand.
+- `mismatched_weights`: loads, but its first inference fails.
 - `red_square`: pools the image to the 13x13 grid and turns "this cell is red"
   into the objectness of anchor 0 / class 0, so detections follow the picture.
 """
@@ -97,6 +98,18 @@ def _pooled_conv_model(path, weights, bias, constant=None, name="pooled", batch=
     graph = helper.make_graph(nodes, name, [_image_input(batch=batch)], [_grid_output(channels, batch=batch)],
                               initializer=inits)
     return _save(graph, path)
+
+
+def mismatched_weights(path):
+    """A graph that loads but cannot run: its convolution's weights take 4 channels, the
+    image has 3."""
+    inits = [numpy_helper.from_array(np.ones((125, 4, CELL, CELL), np.float32), "w")]
+    nodes = [helper.make_node("Conv", ["image", "w"], ["grid"], kernel_shape=[CELL, CELL], strides=[CELL, CELL])]
+    graph = helper.make_graph(nodes, "mismatched", [_image_input()], [_grid_output(125)], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 7
+    onnx.save(model, str(path))  # unchecked: the checker would refuse it, as a careless export is not
+    return str(path)
 
 
 def constant_grid(path, grid):

@@ -134,6 +134,19 @@ def test_output_channels_that_do_not_fit_the_anchors(tmp_path):
         Detector(model, backend="onnxruntime")
 
 
+def test_a_model_that_loads_but_does_not_run_is_a_clear_error(tmp_path):
+    model = onnx_models.mismatched_weights(tmp_path / "mismatched.onnx")
+    with pytest.raises(ModelError, match=r"^mismatched.onnx loads but does not run on onnxruntime: .*Conv.*; check "
+                                         r"the model, or try another --backend \(python3 app.py check lists them\)$"):
+        Detector(model, backend="onnxruntime")
+    result = subprocess.run([sys.executable, os.path.join(os.path.dirname(yolo_tool.__file__), "app.py"), "detect",
+                             "-", "--model", model, "--backend", "onnxruntime"], input=b"", stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, universal_newlines=False)
+    errors = result.stderr.decode()
+    assert result.returncode == 2 and "Traceback" not in errors
+    assert errors.splitlines()[-1].startswith("error: mismatched.onnx loads but does not run on onnxruntime: ")
+
+
 def _flat_output_model(path, input_shape):
     nodes = [helper.make_node("Flatten", ["image"], ["flat"])]
     graph = helper.make_graph(nodes, "flat", [helper.make_tensor_value_info("image", TensorProto.FLOAT, input_shape)],
