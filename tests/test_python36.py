@@ -1,8 +1,9 @@
 """The runtime's tests again on Python 3.6 with the Jetson Nano's pins (JetPack 4.6.x has
-Python 3.6). vermin (test_compat.py) checks our syntax and standard library; this checks that
-the pinned Flask, NumPy, ONNX, ONNX Runtime, OpenCV, simplejpeg and uWSGI work with our code."""
+Python 3.6) and JetPack's OpenCV version, 4.1.1. vermin (test_compat.py) checks our syntax and
+standard library; this checks that the pinned Flask, NumPy, ONNX, ONNX Runtime, OpenCV,
+simplejpeg and uWSGI work with our code."""
 import os
-import platform
+import re
 import subprocess
 
 import pytest
@@ -26,9 +27,13 @@ def test_python_3_6_environment_has_the_pins():
     freeze = subprocess.check_output([PYTHON36, "-m", "pip", "freeze"], universal_newlines=True)
     installed = dict(line.split("==") for line in freeze.splitlines() if "==" in line)
     installed = {canonicalize_name(name): version for name, version in installed.items()}
+    # The Nano's pins (aarch64: no pip OpenCV), and the OpenCV version of its JetPack.
     pins = {name: specifier.lstrip("=") for name, specifier in
-            pins_for("3.6", platform.machine(), ("requirements.txt", "requirements-production.txt")).items()}
-    assert len(pins) >= 9 and "simplejpeg" in pins and "uwsgi" in pins
+            pins_for("3.6", "aarch64", ("requirements.txt", "requirements-production.txt")).items()}
+    assert len(pins) >= 8 and "simplejpeg" in pins and "uwsgi" in pins and "opencv-python-headless" not in pins
+    with open(os.path.join(TESTS, "python36_env.sh")) as script:
+        pins["opencv-python-headless"] = re.search(r'"opencv-python-headless==([\d.]+)"', script.read()).group(1)
+    assert pins["opencv-python-headless"].startswith("4.1.1")  # JetPack 4.6's
     stale = {name: (version, installed.get(name)) for name, version in pins.items() if installed.get(name) != version}
     assert not stale, "pinned vs installed {}: run bash tests/python36_env.sh again".format(stale)
 
