@@ -165,12 +165,14 @@ class SyntheticSource(FrameSource):
         return [x, y, x + self.square, y + self.square]
 
     def scene(self, t):
+        """The disc passes under the square: covering it, the disc would hide it from a detector
+        of red squares (the tests' model) in one frame in 6,000."""
         frame = self.background.copy()
-        x1, y1, x2, y2 = self.square_box(t)
-        cv2.rectangle(frame, (x1, y1), (x2 - 1, y2 - 1), (0, 0, 255), -1)
         cx = int(self.width / 2 + self.width / 3 * np.cos(t * 0.8))
         cy = int(self.height / 2 + self.height / 3 * np.sin(t * 1.1))
         cv2.circle(frame, (cx, cy), max(6, self.height // 12), (40, 200, 40), -1)
+        x1, y1, x2, y2 = self.square_box(t)
+        cv2.rectangle(frame, (x1, y1), (x2 - 1, y2 - 1), (0, 0, 255), -1)
         stamp = time.strftime("%H:%M:%S", time.localtime(t)) + ".{:03d}".format(int(t * 1000) % 1000)
         cv2.putText(frame, "test:// {}  #{}".format(stamp, self.count), (10, self.height - 12),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)

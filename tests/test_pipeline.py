@@ -68,6 +68,17 @@ def test_red_square_model_finds_the_test_square(red_square_model):
         assert x1 <= cx <= x2 and y1 <= cy <= y2
 
 
+def test_the_test_square_stays_whole_when_the_disc_crosses_it(red_square_model):
+    """At this instant the disc sits on the square's middle: drawn over it, it hid the square
+    from the red-square model (one frame in 6,000: a test reading 10 events failed in CI)."""
+    source, crossing = SyntheticSource("test://"), 1700000050.05
+    x1, y1, x2, y2 = source.square_box(crossing)
+    frame = source.scene(crossing)
+    assert (frame[y1:y2, x1:x2] == (0, 0, 255)).all(axis=2).all()
+    detections, _ = Detector(red_square_model, backend="onnxruntime").detect(frame)
+    assert {d.label for d in detections} == {"aeroplane"}
+
+
 def test_unknown_or_undecodable_source_is_a_clear_error(tmp_path):
     with pytest.raises(SourceError, match="^source 'foo://bar' is not a camera"):
         open_source("foo://bar")
