@@ -34,9 +34,9 @@ VOC_ANCHORS = ((1.08, 1.19), (3.42, 4.41), (6.63, 11.38), (9.42, 5.11), (16.62, 
 class NamedModel(object):
     """A model we know by name: where to get it and how to read it."""
 
-    def __init__(self, filename, url, sha256, size, labels, anchors, input_scale):
+    def __init__(self, filename, urls, sha256, size, labels, anchors, input_scale):
         self.filename = filename
-        self.url = url
+        self.urls = tuple(urls)  # tried in order: any copy will do, since its SHA-256 is checked
         self.sha256 = sha256
         self.size = size
         self.labels = labels
@@ -48,8 +48,12 @@ NAMED_MODELS = {
     # ONNX model zoo, MIT licence; takes RGB at 0-255, outputs 1x125x13x13.
     "tinyyolov2-voc": NamedModel(
         filename="tinyyolov2-8.onnx",
-        url="https://github.com/onnx/models/raw/4f43949841cb55a0b98dc8fcd045431ccafd9f96/validated/"
-            "vision/object_detection_segmentation/tiny-yolov2/model/tinyyolov2-8.onnx",
+        # GitHub serves the zoo's files from Git LFS, which refuses downloads whenever the repository
+        # is over its monthly quota; the zoo's copy on Hugging Face is the same file.
+        urls=("https://github.com/onnx/models/raw/4f43949841cb55a0b98dc8fcd045431ccafd9f96/validated/"
+              "vision/object_detection_segmentation/tiny-yolov2/model/tinyyolov2-8.onnx",
+              "https://huggingface.co/onnxmodelzoo/tinyyolov2-8/resolve/869707e16e57006f97d98af54cfdc8a1d388ae61/"
+              "tinyyolov2-8.onnx"),
         sha256="583fb7fdc948435ceac9fa82efc7708701efe8382a859a3dd46526b155f5f2ae",
         size=63480982,
         labels=VOC_LABELS,
@@ -108,6 +112,10 @@ class _Progress(object):
                      self.total / 1e6)
 
 
+class DownloadError(ModelError):
+    """This copy of a model could not be had (network, cut short, wrong bytes); another may."""
+
+
 def download(url, dest, sha256, size=None, timeout=30):
     """Fetch `url` to `dest`, verified against `sha256`, never leaving a partial file.
 
@@ -140,18 +148,19 @@ def download(url, dest, sha256, size=None, timeout=30):
                     progress.update(received)
             except (URLError, HTTPException, OSError) as exc:
                 reason = getattr(exc, "reason", exc)
-                raise ModelError("cannot download {} ({}); check the internet connection and run "
+                reason = getattr(reason, "strerror", None) or reason  # "Connection refused", not "[Errno 111] ..."
+                raise DownloadError("cannot download {} ({}); check the internet connection and run "
                                  "again, or download it yourself and pass --model PATH"
                                  .format(url, reason))
             out.flush()
             os.fsync(out.fileno())
         if size is not None and received != size:
-            raise ModelError("download of {} stopped at {} of {} bytes; run the command again, or "
-                             "pass --model PATH".format(url, received, size))
+            raise DownloadError("download of {} stopped at {} of {} bytes; run the command again, or "
+                                "pass --model PATH".format(url, received, size))
         if digest.hexdigest() != sha256:
-            raise ModelError("download of {} has SHA-256 {}, expected {}; the file was discarded, "
-                             "run the command again or pass --model PATH"
-                             .format(url, digest.hexdigest(), sha256))
+            raise DownloadError("download of {} has SHA-256 {}, expected {}; the file was discarded, "
+                                "run the command again or pass --model PATH"
+                                .format(url, digest.hexdigest(), sha256))
         os.replace(partial, dest)
         log.info("saved %s (%d bytes, SHA-256 verified)", dest, received)
     finally:
@@ -176,20 +185,26 @@ def resolve_model(model):
     if model in NAMED_MODELS:
         spec = NAMED_MODELS[model]
         path = os.path.join(cache_dir("models"), spec.filename)
-        url = os.environ.get("STREAMDETECT_MODEL_URL") or spec.url
+        own_url = os.environ.get("STREAMDETECT_MODEL_URL")
+        urls = (own_url,) if own_url else spec.urls
         if os.path.isfile(path) and os.path.getsize(path) == spec.size:
             # checked at every start (a fraction of a second): an SD card's bit rot would
             # otherwise give wrong detections, or a corrupt-model error, for good
             if file_sha256(path) == spec.sha256:
                 return path
             log.warning("model file %s is damaged (its SHA-256 is not the model's); downloading it again "
-                        "from %s", path, url)
+                        "from %s", path, urls[0])
         elif os.path.isfile(path):
             log.warning("model file %s is incomplete (%d of %d bytes); downloading it again from %s",
-                        path, os.path.getsize(path), spec.size, url)
+                        path, os.path.getsize(path), spec.size, urls[0])
         else:
-            log.info("model %s not in %s yet; downloading %s", model, os.path.dirname(path), url)
-        return download(url, path, spec.sha256, spec.size)
+            log.info("model %s not in %s yet; downloading %s", model, os.path.dirname(path), urls[0])
+        for url, next_url in zip(urls, urls[1:]):
+            try:
+                return download(url, path, spec.sha256, spec.size)
+            except DownloadError as exc:  # a full disk is no reason to try another copy: ModelError
+                log.warning("%s; trying its other copy, %s", str(exc).split("; ")[0], next_url)
+        return download(urls[-1], path, spec.sha256, spec.size)
     if os.path.isdir(model):
         inside = sorted(glob.glob(os.path.join(glob.escape(model), "*.onnx")))
         raise ModelError("model '{}' is a folder; pass --model PATH to an ONNX file{}".format(

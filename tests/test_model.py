@@ -175,8 +175,18 @@ PAYLOAD = os.urandom(300000)
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
+# A Git LFS pointer: what a copy that is not the model looks like (an error page would do as well).
+LFS_POINTER = b"version https://git-lfs.github.com/spec/v1\noid sha256:" + PAYLOAD_SHA.encode() + b"\nsize 300000\n"
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        if self.path == "/pointer":
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(LFS_POINTER)))
+            self.end_headers()
+            self.wfile.write(LFS_POINTER)
+            return
         self.send_response(200)
         self.send_header("Content-Length", str(len(PAYLOAD)))
         self.end_headers()
@@ -250,7 +260,7 @@ def test_no_network_names_the_url_and_the_alternative(tmp_path):
 
 
 def test_named_model_downloads_once_into_the_cache(server, tmp_path, monkeypatch):
-    spec = yolo_tool.NamedModel("fake.onnx", server + "/good", PAYLOAD_SHA, len(PAYLOAD),
+    spec = yolo_tool.NamedModel("fake.onnx", [server + "/good"], PAYLOAD_SHA, len(PAYLOAD),
                                 yolo_tool.VOC_LABELS, yolo_tool.VOC_ANCHORS, 1.0)
     monkeypatch.setitem(yolo_tool.NAMED_MODELS, "fake", spec)
     monkeypatch.setenv("STREAMDETECT_HOME", str(tmp_path / "home"))
@@ -258,13 +268,35 @@ def test_named_model_downloads_once_into_the_cache(server, tmp_path, monkeypatch
     assert path == str(tmp_path / "home" / "models" / "fake.onnx")
     assert open(path, "rb").read() == PAYLOAD
     monkeypatch.setitem(yolo_tool.NAMED_MODELS, "fake", yolo_tool.NamedModel(
-        "fake.onnx", "http://127.0.0.1:9/unreachable", PAYLOAD_SHA, len(PAYLOAD), (), (), 1.0))
+        "fake.onnx", ["http://127.0.0.1:9/unreachable"], PAYLOAD_SHA, len(PAYLOAD), (), (), 1.0))
     assert resolve_model("fake") == path  # cached: no second download
+
+
+def test_a_copy_that_cannot_be_had_leads_to_the_next(server, tmp_path, monkeypatch, caplog):
+    """A copy that is not the model (a Git LFS pointer) or cannot be reached leads to the model's
+    next copy; only when every copy fails is it an error."""
+    unreachable = "http://127.0.0.1:9/tinyyolov2-8.onnx"  # the discard port: nothing listens
+    monkeypatch.setitem(yolo_tool.NAMED_MODELS, "fake", yolo_tool.NamedModel(
+        "fake.onnx", [server + "/pointer", unreachable, server + "/good"], PAYLOAD_SHA, len(PAYLOAD), (), (), 1.0))
+    path = resolve_model("fake")
+    assert open(path, "rb").read() == PAYLOAD and os.listdir(os.path.dirname(path)) == ["fake.onnx"]
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert warnings == [
+        "download of {}/pointer stopped at {} of {} bytes; trying its other copy, {}".format(
+            server, len(LFS_POINTER), len(PAYLOAD), unreachable),
+        "cannot download {} (Connection refused); trying its other copy, {}/good".format(unreachable, server)]
+    os.remove(path)
+    monkeypatch.setitem(yolo_tool.NAMED_MODELS, "fake", yolo_tool.NamedModel(
+        "fake.onnx", [server + "/pointer", unreachable], PAYLOAD_SHA, len(PAYLOAD), (), (), 1.0))
+    with pytest.raises(ModelError, match=r"^cannot download {} \(Connection refused\); check the internet "
+                                         r"connection".format(re.escape(unreachable))):
+        resolve_model("fake")
+    assert os.listdir(os.path.dirname(path)) == []
 
 
 def cached_fake_model(server, tmp_path, monkeypatch, content):
     """The named model "fake", served by `server`, with `content` already in its cache file."""
-    spec = yolo_tool.NamedModel("fake.onnx", server + "/good", PAYLOAD_SHA, len(PAYLOAD),
+    spec = yolo_tool.NamedModel("fake.onnx", [server + "/good"], PAYLOAD_SHA, len(PAYLOAD),
                                 yolo_tool.VOC_LABELS, yolo_tool.VOC_ANCHORS, 1.0)
     monkeypatch.setitem(yolo_tool.NAMED_MODELS, "fake", spec)
     monkeypatch.setenv("STREAMDETECT_HOME", str(tmp_path))
