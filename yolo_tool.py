@@ -150,8 +150,8 @@ def download(url, dest, sha256, size=None, timeout=30):
                 reason = getattr(exc, "reason", exc)
                 reason = getattr(reason, "strerror", None) or reason  # "Connection refused", not "[Errno 111] ..."
                 raise DownloadError("cannot download {} ({}); check the internet connection and run "
-                                 "again, or download it yourself and pass --model PATH"
-                                 .format(url, reason))
+                                    "again, or download it yourself and pass --model PATH"
+                                    .format(url, reason))
             out.flush()
             os.fsync(out.fileno())
         if size is not None and received != size:
@@ -203,7 +203,7 @@ def resolve_model(model):
             try:
                 return download(url, path, spec.sha256, spec.size)
             except DownloadError as exc:  # a full disk is no reason to try another copy: ModelError
-                log.warning("%s; trying its other copy, %s", str(exc).split("; ")[0], next_url)
+                log.warning("%s; trying the copy at %s", str(exc).split("; ")[0], next_url)
         return download(urls[-1], path, spec.sha256, spec.size)
     if os.path.isdir(model):
         inside = sorted(glob.glob(os.path.join(glob.escape(model), "*.onnx")))

@@ -282,9 +282,9 @@ def test_a_copy_that_cannot_be_had_leads_to_the_next(server, tmp_path, monkeypat
     assert open(path, "rb").read() == PAYLOAD and os.listdir(os.path.dirname(path)) == ["fake.onnx"]
     warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
     assert warnings == [
-        "download of {}/pointer stopped at {} of {} bytes; trying its other copy, {}".format(
+        "download of {}/pointer stopped at {} of {} bytes; trying the copy at {}".format(
             server, len(LFS_POINTER), len(PAYLOAD), unreachable),
-        "cannot download {} (Connection refused); trying its other copy, {}/good".format(unreachable, server)]
+        "cannot download {} (Connection refused); trying the copy at {}/good".format(unreachable, server)]
     os.remove(path)
     monkeypatch.setitem(yolo_tool.NAMED_MODELS, "fake", yolo_tool.NamedModel(
         "fake.onnx", [server + "/pointer", unreachable], PAYLOAD_SHA, len(PAYLOAD), (), (), 1.0))
