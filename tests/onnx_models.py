@@ -108,7 +108,7 @@ def mismatched_weights(path):
     graph = helper.make_graph(nodes, "mismatched", [_image_input()], [_grid_output(125)], initializer=inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 7
-    onnx.save(model, str(path))  # unchecked: the checker would refuse it, as a careless export is not
+    onnx.save(model, str(path))  # not through _save: onnx.checker would refuse it, as not every exporter does
     return str(path)
 
 
