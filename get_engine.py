@@ -19,6 +19,13 @@ log = logging.getLogger("streamdetect.engine")
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "opencv")
 
 
+def last_line(exc):
+    """An exception's message in one line: its last (ONNX Runtime's and OpenCV's span several,
+    the reason last), or its type's name when it has none."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
 class ModelError(Exception):
     """The model file cannot serve as a detector; the message says how to fix it."""
 
@@ -139,8 +146,7 @@ class OnnxRuntimeEngine(Engine):
             self.session = onnxruntime.InferenceSession(model_path, sess_options=options,
                                                         providers=providers)
         except Exception as exc:
-            raise ModelError("ONNX Runtime cannot load {}: {}".format(
-                model_path, str(exc).strip().splitlines()[-1]))
+            raise ModelError("ONNX Runtime cannot load {}: {}".format(model_path, last_line(exc)))
         self.output_name = self.session.get_outputs()[0].name
         self.detail = ",".join(p.replace("ExecutionProvider", "") for p in self.session.get_providers())
         if self.frames_in_flight > 1:
@@ -162,8 +168,7 @@ class OpenCVEngine(Engine):
         try:
             self.net = cv2.dnn.readNetFromONNX(model_path)
         except cv2.error as exc:
-            raise ModelError("OpenCV DNN cannot load {}: {}".format(
-                model_path, str(exc).strip().splitlines()[-1]))
+            raise ModelError("OpenCV DNN cannot load {}: {}".format(model_path, last_line(exc)))
         target = "CPU"
         if hasattr(cv2, "cuda") and cv2.cuda.getCudaEnabledDeviceCount() > 0:
             self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_CUDA)

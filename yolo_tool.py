@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 import data_processing
-from get_engine import ModelError, create_engine, file_sha256
+from get_engine import ModelError, create_engine, file_sha256, last_line
 
 log = logging.getLogger("streamdetect.model")
 
@@ -308,10 +308,8 @@ class Detector(object):
             output = self.engine.infer(np.zeros(self.engine.input_shape, dtype=np.float32))
         except Exception as exc:  # it loaded, but its graph does not run (weights that do not fit, say)
             self.engine.close()
-            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
             raise ModelError("{} loads but does not run on {}: {}; check the model, or try another --backend "
-                             "(python3 app.py check lists them)".format(
-                                 self.model_name, self.backend, lines[-1] if lines else type(exc).__name__))
+                             "(python3 app.py check lists them)".format(self.model_name, self.backend, last_line(exc)))
         self.warmup_ms = (time.monotonic() - started) * 1000.0
         self.num_classes = self._check_output(output.shape)
         if labels is None:

@@ -14,7 +14,7 @@ from onnx import TensorProto, helper
 
 import onnx_models
 import yolo_tool
-from streaming import http_server
+from streaming import http_server, run_app
 from get_engine import ModelError, create_engine
 from yolo_tool import Detector, download, resolve_model
 
@@ -139,12 +139,9 @@ def test_a_model_that_loads_but_does_not_run_is_a_clear_error(tmp_path):
     with pytest.raises(ModelError, match=r"^mismatched.onnx loads but does not run on onnxruntime: .*Conv.*; check "
                                          r"the model, or try another --backend \(python3 app.py check lists them\)$"):
         Detector(model, backend="onnxruntime")
-    result = subprocess.run([sys.executable, os.path.join(os.path.dirname(yolo_tool.__file__), "app.py"), "detect",
-                             "-", "--model", model, "--backend", "onnxruntime"], input=b"", stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, universal_newlines=False)
-    errors = result.stderr.decode()
-    assert result.returncode == 2 and "Traceback" not in errors
-    assert errors.splitlines()[-1].startswith("error: mismatched.onnx loads but does not run on onnxruntime: ")
+    result = run_app("detect", "-", "--model", model, "--backend", "onnxruntime", input="")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("error: mismatched.onnx loads but does not run on onnxruntime: ")
 
 
 def _flat_output_model(path, input_shape):

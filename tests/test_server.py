@@ -798,6 +798,7 @@ def test_a_page_says_why_its_source_gives_no_frames(red_square_model):
         assert page.inner_text("#state") == "reconnecting"
         assert page.inner_text("#inference") == "–"  # nothing inferred yet: not "0.0 ms"
 
+
 def test_a_page_refused_a_place_to_watch_says_why_and_streams_once_one_is_free(red_square_model):
     """A stream refused (--max-viewers reached) is a broken image in the page, which an image
     cannot tell apart from an outage: the page says the places are taken, and its retry
@@ -816,6 +817,7 @@ def test_a_page_refused_a_place_to_watch_says_why_and_streams_once_one_is_free(r
         page.wait_for_function("document.getElementById('stream').naturalWidth > 0", timeout=15000)
         page.wait_for_function("document.getElementById('error').hidden", timeout=5000)
 
+
 def test_the_upload_form_refuses_a_picture_over_the_limit_before_sending_it(server):
     from browser import chromium_page
     with chromium_page() as page:
@@ -832,6 +834,7 @@ def test_the_upload_form_refuses_a_picture_over_the_limit_before_sending_it(serv
                                                           "buffer": png_bytes(120, 100)}])
         page.click("button[type=submit]")
         page.wait_for_selector("img.result")
+
 
 def test_a_page_shown_again_from_history_streams_under_a_name_of_its_own(server):
     """The browser kept the page in its cache: a duplicated tab (or one gone back to) reused
