@@ -41,8 +41,12 @@ class CudaContext(object):
         return False
 
     def release(self):
+        """Destroy the context, from whichever thread: pycuda's detach leaves a context that is
+        not current alive (with its GPU memory) unless called by the thread that made it,
+        which in the app is a start-up thread long gone."""
         if self.context is not None:
-            self.context.detach()
+            self.context.push()
+            self.context.detach()  # pops it too
             self.context = None
 
 

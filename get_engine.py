@@ -11,6 +11,7 @@ import os
 import tempfile
 import threading
 import time
+import traceback
 
 import numpy as np
 
@@ -269,32 +270,40 @@ class TensorRTEngine(Engine):
         gpu_name, capability = common.gpu_description(cuda)
         self.cuda_context = common.CudaContext(cuda)
         try:
+            # TensorRT's objects free GPU resources when they go: all are made, and let go,
+            # with the context current (the builder and runtime before this block ends).
             with self.cuda_context:
-                builder = trt.Builder(self.logger)
-                self.precision = self._choose_precision(builder, precision)
-                key = engine_cache_key(file_sha256(model_path), trt.__version__, gpu_name, capability,
-                                       self.precision, self.input_shape,
-                                       input_scale if self.precision == "int8" else None)
-                stem = os.path.splitext(os.path.basename(model_path))[0]
-                self.engine_path = os.path.join(cache_folder,
-                                                "{}-{}-{}.engine".format(stem, self.precision, key))
-                try:
-                    os.makedirs(cache_folder, exist_ok=True)
-                except OSError:
-                    pass  # the engine is built all the same; _save says it cannot be kept
-                engine = self._load_cached()
-                if engine is None:
-                    serialized = self._build(builder, workspace_mb, calibration_images, input_scale)
-                    self._save(serialized)
-                    engine = trt.Runtime(self.logger).deserialize_cuda_engine(serialized)
-                    if engine is None:
-                        raise EngineError("TensorRT could not load the engine it just built from {}"
-                                          .format(model_path))
-            self.runner = common.TrtRunner(trt, cuda, engine, self.cuda_context)
-        except BaseException:
+                self.runner = self._runner(cache_folder, precision, gpu_name, capability, workspace_mb,
+                                           calibration_images, input_scale)
+        except BaseException as exc:
+            with self.cuda_context:  # the failed steps' frames hold TensorRT objects too
+                traceback.clear_frames(exc.__traceback__)
             self.cuda_context.release()
             raise
         self.detail = "TensorRT {} {} on {} (sm {})".format(trt.__version__, self.precision, gpu_name, capability)
+
+    def _runner(self, cache_folder, precision, gpu_name, capability, workspace_mb, calibration_images, input_scale):
+        """The runner of the engine loaded from the cache, or built (and cached) now."""
+        import common
+        trt = self.trt
+        builder = trt.Builder(self.logger)
+        self.precision = self._choose_precision(builder, precision)
+        key = engine_cache_key(file_sha256(self.model_path), trt.__version__, gpu_name, capability,
+                               self.precision, self.input_shape, input_scale if self.precision == "int8" else None)
+        stem = os.path.splitext(os.path.basename(self.model_path))[0]
+        self.engine_path = os.path.join(cache_folder, "{}-{}-{}.engine".format(stem, self.precision, key))
+        try:
+            os.makedirs(cache_folder, exist_ok=True)
+        except OSError:
+            pass  # the engine is built all the same; _save says it cannot be kept
+        engine = self._load_cached()
+        if engine is None:
+            serialized = self._build(builder, workspace_mb, calibration_images, input_scale)
+            self._save(serialized)
+            engine = trt.Runtime(self.logger).deserialize_cuda_engine(serialized)
+            if engine is None:
+                raise EngineError("TensorRT could not load the engine it just built from {}".format(self.model_path))
+        return common.TrtRunner(trt, self.cuda, engine, self.cuda_context)
 
     def _choose_precision(self, builder, precision):
         trt = self.trt

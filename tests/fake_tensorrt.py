@@ -37,6 +37,9 @@ class FakeCuda(object):
         self.memory = {}
         self.local = threading.local()
         self.pushes = self.pops = 0
+        self.contexts = []  # made and not yet detached
+        self.leaked_contexts = 0
+        self.destroyed_without_context = []  # TensorRT objects let go with no context current
 
     # --- helpers --------------------------------------------------------
     def stack(self):
@@ -75,7 +78,17 @@ class FakeCuda(object):
                 fake.stack().pop()
 
             def detach(self):
-                self.detached = True
+                """As pycuda's: destroyed when current, or pushed and destroyed by the
+                thread that made it; from another thread, only marked dead (the CUDA
+                context stays, with its device memory, until the process ends)."""
+                assert self in fake.contexts, "detach of a dead context"
+                fake.contexts.remove(self)
+                current = fake.stack() and fake.stack()[-1] is self
+                if current:  # the pop is implicit in the detach
+                    fake.pops += 1
+                    fake.stack().pop()
+                elif self.thread != threading.get_ident():
+                    fake.leaked_contexts += 1
 
         class Device(object):
             def __init__(self, index):
@@ -93,6 +106,8 @@ class FakeCuda(object):
 
             def make_context(self):
                 context = Context()
+                context.thread = threading.get_ident()
+                fake.contexts.append(context)
                 context.push()
                 return context
 
@@ -143,6 +158,14 @@ class FakeCuda(object):
         # --- tensorrt --------------------------------------------------------
         trt = types.ModuleType("tensorrt")
         trt.__version__ = self.trt_version
+
+        class NeedsContextToDie(object):
+            """TensorRT's builder, runtime, engine and execution context free GPU resources
+            when they go, which fails ("invalid device context") without the context."""
+
+            def __del__(self):
+                if not fake.stack():
+                    fake.destroyed_without_context.append(type(self).__name__)
 
         class Logger(object):
             WARNING = 2
@@ -197,7 +220,7 @@ class FakeCuda(object):
         if (major, minor) >= (8, 4):
             Config.set_memory_pool_limit = lambda self, pool, size: setattr(self, "workspace", size)
 
-        class Builder(object):
+        class Builder(NeedsContextToDie):
             def __init__(self, logger):
                 fake.require_context()
                 self.platform_has_fast_fp16 = fake.fast_fp16
@@ -258,7 +281,7 @@ class FakeCuda(object):
             def get_error(self, index):
                 return ParserError(fake.parser_errors[index])
 
-        class Engine(object):
+        class Engine(NeedsContextToDie):
             def __init__(self, serialized):
                 import onnxruntime
                 shapes, onnx_bytes = serialized.split(b"\n", 1)
@@ -288,7 +311,7 @@ class FakeCuda(object):
             Engine.get_binding_dtype = lambda self, i: "float32"
             Engine.binding_is_input = lambda self, i: self.io[i][2]
 
-        class ExecutionContext(object):
+        class ExecutionContext(NeedsContextToDie):
             def __init__(self, engine):
                 self.engine = engine
                 self.addresses = {}
@@ -318,14 +341,18 @@ class FakeCuda(object):
         if major >= 10:
             del ExecutionContext.execute_async_v2
 
-        class Runtime(object):
+        class Runtime(NeedsContextToDie):
             def __init__(self, logger):
                 pass
 
             def deserialize_cuda_engine(self, data):
                 fake.require_context()
                 data = bytes(data)
-                return Engine(data[len(MAGIC):]) if data.startswith(MAGIC) else None
+                if not data.startswith(MAGIC):
+                    return None
+                engine = Engine(data[len(MAGIC):])
+                engine.runtime = self  # as the real binding's keep_alive: the runtime outlives it
+                return engine
 
         class IInt8EntropyCalibrator2(object):
             def __init__(self):

@@ -812,7 +812,8 @@ def test_a_page_refused_a_place_to_watch_says_why_and_streams_once_one_is_free(r
         assert get_json(server.port, "/api/stats")[1]["max_viewers"] == 1
         page.goto("http://127.0.0.1:{}/".format(server.port))
         page.wait_for_function("!document.getElementById('error').hidden", timeout=10000)
-        assert page.inner_text("#error") == "no place to watch is free (--max-viewers 1); this page tries again every 2 s"
+        assert page.inner_text("#error") == ("no place to watch is free (--max-viewers 1); "
+                                             "this page tries again every 2 s")
         first.close()
         page.wait_for_function("document.getElementById('stream').naturalWidth > 0", timeout=15000)
         page.wait_for_function("document.getElementById('error').hidden", timeout=5000)

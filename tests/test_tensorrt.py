@@ -47,7 +47,9 @@ def test_build_run_and_reuse_the_cached_engine(version, monkeypatch, tmp_path, s
     again = open_engine(fake, monkeypatch, small_model, tmp_path)
     assert len(fake.builds) == 1  # loaded from the cache, not rebuilt
     np.testing.assert_allclose(again.infer(blob), expected, atol=1e-5)
+    again.close()
     assert fake.pushes == fake.pops and fake.stack() == []
+    assert fake.contexts == [] and fake.destroyed_without_context == []
     network_flags, config_flags, workspace = fake.builds[0]
     assert network_flags == (0 if version.startswith("10") else 1)  # explicit batch before TensorRT 10
     assert workspace == 256 << 20
@@ -139,6 +141,7 @@ def test_build_failure_is_a_clear_error_when_tensorrt_was_asked_for(monkeypatch,
         create_engine(small_model, "tensorrt", cache_folder=str(tmp_path))
     assert engine_files(tmp_path) == []
     assert fake.pushes == fake.pops
+    assert fake.contexts == [] and fake.destroyed_without_context == []  # the builder went before the context
 
 
 def test_auto_falls_back_when_tensorrt_cannot_build(monkeypatch, tmp_path, small_model, caplog):
@@ -183,6 +186,24 @@ def test_inference_from_another_thread_pushes_and_pops_the_context(monkeypatch, 
     assert fake.pushes == fake.pops and fake.stack() == []
     engine.close()
     assert fake.memory == {}  # device buffers freed
+    assert fake.contexts == [] and fake.leaked_contexts == 0
+
+
+def test_an_engine_made_in_one_thread_is_closed_in_another(monkeypatch, tmp_path, small_model, blob):
+    """The app loads the model in a start-up thread that ends, and closes it at exit in the
+    main thread: the CUDA context must be destroyed there too, not left behind."""
+    fake = FakeCuda()
+    fake.install(monkeypatch)
+    engines = []
+    loader = threading.Thread(target=lambda: engines.append(TensorRTEngine(small_model, str(tmp_path))))
+    loader.start()
+    loader.join(30)
+    [engine] = engines
+    assert engine.infer(blob).shape == (1, 125, 13, 13)
+    engine.close()
+    assert fake.memory == {} and fake.contexts == [] and fake.leaked_contexts == 0
+    assert fake.pushes == fake.pops and fake.stack() == []
+    assert fake.destroyed_without_context == []
 
 
 def test_precision_choices(monkeypatch, tmp_path, small_model):
