@@ -7,7 +7,8 @@ input shapes and the ONNX bytes, and "executing" it runs ONNX Runtime, so output
 can be checked. As TensorRT does, the builder refuses a network whose input has a
 dynamic dimension (-1, from a symbolic ONNX one) when no optimization profile
 fixes it. Like CUDA, device calls fail unless a context is current in the calling
-thread.
+thread; TensorRT objects note being let go without one, and a context detached
+as pycuda does it notes being leaked.
 """
 import json
 import sys
