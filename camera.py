@@ -898,7 +898,9 @@ def _shut_gate():
 
 
 class MovingRate(object):
-    """Events per second over the last `window` seconds."""
+    """Events per second over the last `window` seconds, or over the last two events where
+    they are further apart (a slide show's 0.2 FPS is not 0); 0 once no event has come
+    for the window or twice the last gap, whichever is longer."""
 
     def __init__(self, window=2.0):
         self.window = window
@@ -906,11 +908,14 @@ class MovingRate(object):
 
     def tick(self, now):
         self.times.append(now)
-        while self.times and now - self.times[0] > self.window:
+        while len(self.times) > 2 and now - self.times[0] > self.window:
             self.times.popleft()
 
     def rate(self, now):
-        if len(self.times) < 2 or now - self.times[-1] > self.window:
+        if len(self.times) < 2:
+            return 0.0
+        last_gap = self.times[-1] - self.times[-2]
+        if now - self.times[-1] > max(self.window, 2 * last_gap):
             return 0.0
         return (len(self.times) - 1) / max(self.times[-1] - self.times[0], 1e-6)
 
@@ -929,6 +934,9 @@ class Camera(object):
     # A source that gives no frame for this long (or three of its frame intervals) without
     # failing - a hung driver - is stalled: viewers see it marked, /healthz says 503.
     STALL_SECONDS = 5.0
+    # Healthy while the newest live frame is younger than this, or than three of the
+    # source's frame intervals (a slide show of a picture every 10 s is not down).
+    FRESH_SECONDS = 3.0
 
     def __init__(self, source, detector, jpeg_quality=80, idle_stop=0.0, max_viewers=0, encoders=None):
         self.source = source
@@ -1115,7 +1123,8 @@ class Camera(object):
         if stats["state"] in ("idle", "ended"):
             return True
         live = self.last_live_frame
-        return stats["state"] == "streaming" and live is not None and time.monotonic() - live.published_at < 3.0
+        fresh_for = max(self.FRESH_SECONDS, 3 * self.capture_interval)
+        return stats["state"] == "streaming" and live is not None and time.monotonic() - live.published_at < fresh_for
 
     def _stalled_for(self, now):
         """Seconds since the last frame of a source that should be streaming but is stalled, else 0."""

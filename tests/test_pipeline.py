@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
-from camera import STAGGER, Camera, FolderSource, SourceError, SyntheticSource, csi_pipeline, encode_opencv, \
-    fastest_encoder, jpeg_encoders, open_source, stable_camera_name, without_secrets
+from camera import STAGGER, Camera, FolderSource, MovingRate, SourceError, SyntheticSource, csi_pipeline, \
+    encode_opencv, fastest_encoder, jpeg_encoders, open_source, stable_camera_name, without_secrets
 from streaming import basic_auth, free_port, http_server, red_square_scene, wait_until, write_clip
 from yolo_tool import Detector
 
@@ -709,6 +709,40 @@ def test_a_slow_slide_show_is_not_taken_for_a_stalled_source(tmp_path, red_squar
             seen.update((camera.stats()["state"], camera.latest_frame().status))
             time.sleep(0.05)
         assert "stalled" not in seen and camera.stats()["frames_captured"] >= 2
+    finally:
+        camera.stop()
+
+
+def test_the_frame_rate_of_a_fast_and_of_a_slow_source():
+    fast = MovingRate(window=2.0)
+    for tick in range(61):  # 3 s at 20 FPS
+        fast.tick(tick / 20.0)
+    assert fast.rate(3.0) == pytest.approx(20.0) and fast.rate(4.9) == pytest.approx(20.0)
+    assert fast.rate(5.1) == 0.0  # stopped for longer than the window
+    slow = MovingRate(window=2.0)
+    slow.tick(0.0)
+    assert slow.rate(0.0) == 0.0  # one picture is no rate yet
+    for tick in (5.0, 10.0):
+        slow.tick(tick)
+    assert slow.rate(10.0) == pytest.approx(0.2) and slow.rate(19.0) == pytest.approx(0.2)
+    assert slow.rate(21.0) == 0.0  # no picture for twice its interval
+
+
+def test_a_slow_slide_show_stays_healthy_between_its_pictures(tmp_path, red_square_model, monkeypatch):
+    """/healthz (and Docker's health check) must not flap between a slow source's frames."""
+    monkeypatch.setattr(Camera, "FRESH_SECONDS", 0.3)
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(tmp_path / name), red_square_scene())
+    camera = Camera(open_source(str(tmp_path), fps=1.0), Detector(red_square_model, backend="onnxruntime"))
+    camera.start()
+    try:
+        assert wait_until(lambda: camera.last_live_frame is not None, 5)
+        answers = []
+        deadline = time.time() + 2.5  # gaps of a second, longer than FRESH_SECONDS
+        while time.time() < deadline:
+            answers.append(camera.healthy())
+            time.sleep(0.05)
+        assert all(answers) and camera.stats()["frames_published"] >= 2
     finally:
         camera.stop()
 
