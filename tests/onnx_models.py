@@ -1,8 +1,9 @@
 """ONNX models built with onnx.helper for tests and benchmarks (nothing is downloaded).
 
 - `tiny_yolov2`: the real Tiny YOLOv2 VOC architecture with random weights, for
-  shapes, engine agreement and timing; its batch dimension is symbolic ('None'), as
-  in the zoo's tinyyolov2-8.onnx.
+  shapes, engine agreement and timing; as the zoo's tinyyolov2-8.onnx, its batch
+  dimension is symbolic ('None'), and it is opset 8 and begins with ImageScaler
+  (onnx's checker prints a warning for that experimental operator).
 - `constant_grid`: a model whose output is a given grid whatever the image, so a
   decode can be worked out by hand.
 - `mismatched_weights`: loads, but its first inference fails.
@@ -19,10 +20,10 @@ GRID = 13
 CELL = INPUT_SIZE // GRID
 
 
-def _save(graph, path):
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+def _save(graph, path, opset=OPSET):
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="streamdetect-tests")
-    model.ir_version = 7
+    model.ir_version = 7 if opset >= 12 else 4  # the IR of the ONNX release of that opset
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return str(path)
@@ -31,6 +32,10 @@ def _save(graph, path):
 # The zoo's tinyyolov2-8.onnx names its batch dimension 'None' (a symbolic one) on its input
 # and its output, rather than giving it the size 1.
 ZOO_BATCH = "None"
+# It is opset 8 (converted from Core ML), and its first node is ImageScaler (pixels times
+# 1/255), an experimental operator ONNX has since dropped, which ONNX Runtime, OpenCV and
+# TensorRT's ONNX parser still read.
+ZOO_OPSET = 8
 
 
 def _image_input(name="image", batch=1):
@@ -45,8 +50,7 @@ def tiny_yolov2(path, seed=0, num_classes=20, num_anchors=5, batch=ZOO_BATCH):
     """Tiny YOLOv2 (VOC): 9 convolutions with batch norm and leaky ReLU, 6 max-pools."""
     rng = np.random.RandomState(seed)
     nodes, inits = [], []
-    inits.append(numpy_helper.from_array(np.array(1.0 / 255.0, dtype=np.float32), "pixel_scale"))
-    nodes.append(helper.make_node("Mul", ["image", "pixel_scale"], ["scaled"]))
+    nodes.append(helper.make_node("ImageScaler", ["image"], ["scaled"], scale=1.0 / 255.0, bias=[0.0, 0.0, 0.0]))
     previous, channels_in = "scaled", 3
     widths = [16, 32, 64, 128, 256, 512, 1024, 1024]
     for index, channels in enumerate(widths):
@@ -79,7 +83,7 @@ def tiny_yolov2(path, seed=0, num_classes=20, num_anchors=5, batch=ZOO_BATCH):
     nodes.append(helper.make_node("Conv", [previous, "head_w", "head_b"], ["grid"], kernel_shape=[1, 1]))
     graph = helper.make_graph(nodes, "tiny_yolov2_random", [_image_input(batch=batch)],
                               [_grid_output(out_channels, batch=batch)], initializer=inits)
-    return _save(graph, path)
+    return _save(graph, path, ZOO_OPSET)
 
 
 def _pooled_conv_model(path, weights, bias, constant=None, name="pooled", batch=1):
