@@ -2,8 +2,8 @@
 
 - `tiny_yolov2`: the real Tiny YOLOv2 VOC architecture with random weights, for
   shapes, engine agreement and timing; as the zoo's tinyyolov2-8.onnx, its batch
-  dimension is symbolic ('None'), and it is opset 8 and begins with ImageScaler
-  (onnx's checker prints a warning for that experimental operator).
+  dimension is symbolic ('None'), it is opset 8 in IR 3 (weights among the inputs), and
+  begins with ImageScaler (onnx's checker prints a warning for that experimental operator).
 - `constant_grid`: a model whose output is a given grid whatever the image, so a
   decode can be worked out by hand.
 - `mismatched_weights`: loads, but its first inference fails.
@@ -21,9 +21,15 @@ CELL = INPUT_SIZE // GRID
 
 
 def _save(graph, path, opset=OPSET):
+    """Saved in the IR of the ONNX release that brought `opset`: opset 8 came with ONNX 1.3,
+    whose IR 3 lists every initializer among the graph's inputs too."""
+    ir_version = 7 if opset >= 12 else 3
+    if ir_version < 4:
+        graph.input.extend(helper.make_tensor_value_info(init.name, init.data_type, init.dims)
+                           for init in graph.initializer)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                               producer_name="streamdetect-tests")
-    model.ir_version = 7 if opset >= 12 else 4  # the IR of the ONNX release of that opset
+    model.ir_version = ir_version
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return str(path)
@@ -32,9 +38,9 @@ def _save(graph, path, opset=OPSET):
 # The zoo's tinyyolov2-8.onnx names its batch dimension 'None' (a symbolic one) on its input
 # and its output, rather than giving it the size 1.
 ZOO_BATCH = "None"
-# It is opset 8 (converted from Core ML), and its first node is ImageScaler (pixels times
-# 1/255), an experimental operator ONNX has since dropped, which ONNX Runtime, OpenCV and
-# TensorRT's ONNX parser still read.
+# It is opset 8 (converted from Core ML with ONNX 1.3: IR 3, its weights listed among the
+# inputs), and its first node is ImageScaler (pixels times 1/255), an experimental operator
+# ONNX has since dropped, which ONNX Runtime, OpenCV and TensorRT's ONNX parser still read.
 ZOO_OPSET = 8
 
 
