@@ -20,10 +20,13 @@ GRID = 13
 CELL = INPUT_SIZE // GRID
 
 
+# The IR version of the ONNX release that brought an opset: 8 came with ONNX 1.3, whose
+# IR 3 lists every initializer among the graph's inputs too; 13 with ONNX 1.8, IR 7.
+IR_OF_OPSET = {8: 3, 13: 7}
+
+
 def _save(graph, path, opset=OPSET):
-    """Saved in the IR of the ONNX release that brought `opset`: opset 8 came with ONNX 1.3,
-    whose IR 3 lists every initializer among the graph's inputs too."""
-    ir_version = 7 if opset >= 12 else 3
+    ir_version = IR_OF_OPSET[opset]
     if ir_version < 4:
         graph.input.extend(helper.make_tensor_value_info(init.name, init.data_type, init.dims)
                            for init in graph.initializer)
