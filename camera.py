@@ -1080,6 +1080,11 @@ class Camera(object):
             self._jobs.append(job)
             self._work.notify_all()
         if not job["done"].wait(timeout):
+            with self._work:  # its request fails: the picture must not wait on, nor be run later
+                for position, queued in enumerate(self._jobs):
+                    if queued is job:
+                        del self._jobs[position]
+                        break
             raise RuntimeError("the detector did not answer within {:.0f} s".format(timeout))
         if job["error"] is not None:
             raise job["error"]

@@ -779,6 +779,36 @@ def test_the_pipeline_recovers_from_failed_inferences(red_square_model, caplog):
     assert len(failures) == 3 and sum(1 for r in failures if r.exc_info) == 1
 
 
+def test_an_upload_the_detector_did_not_answer_in_time_is_dropped(red_square_model):
+    """Its request has had its error: the picture must not stay queued (up to 40 megapixels
+    each, while the detector hangs) nor take the detector's time once it works again."""
+    detector = Detector(red_square_model, backend="onnxruntime")
+    run, detect, hang, uploads_run = detector.run, detector.detect, threading.Event(), []
+
+    def hanging(blob):
+        hang.wait(10)
+        return run(blob)
+    detector.run = hanging
+
+    def recorded(frame, **options):
+        uploads_run.append(frame.shape)
+        return detect(frame, **options)
+    detector.detect = recorded
+    camera = Camera(open_source("test://?fps=30"), detector).start()
+    try:
+        time.sleep(0.5)  # every detector waits in an inference that hangs
+        with pytest.raises(RuntimeError, match="did not answer within"):
+            camera.detect_image(np.zeros((200, 300, 3), np.uint8), timeout=0.3)
+        hang.set()
+        assert wait_until(lambda: camera.stats()["frames_published"] > 5, 10)
+        assert uploads_run == []
+        assert camera.detect_image(np.zeros((200, 300, 3), np.uint8))[0] == []  # one in time is answered
+        assert uploads_run == [(200, 300, 3)]
+    finally:
+        hang.set()
+        camera.stop()
+
+
 @pytest.mark.parametrize("in_flight", [1, 2])
 def test_rendering_that_fails_is_told_once_and_again_when_it_works(red_square_model, caplog, in_flight):
     """Not a traceback per frame: the first failure with its traceback, then one line once
