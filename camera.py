@@ -1128,13 +1128,18 @@ class Camera(object):
         if stats["state"] in ("idle", "ended"):
             return True
         live = self.last_live_frame
-        fresh_for = max(self.FRESH_SECONDS, 3 * self.capture_interval)
-        return stats["state"] == "streaming" and live is not None and time.monotonic() - live.published_at < fresh_for
+        return (stats["state"] == "streaming" and live is not None
+                and time.monotonic() - live.published_at < self._or_three_intervals(self.FRESH_SECONDS))
+
+    def _or_three_intervals(self, seconds):
+        """`seconds`, or three of the source's frame intervals where longer: a slow source's
+        gaps between frames are no outage."""
+        return max(seconds, 3 * self.capture_interval)
 
     def _stalled_for(self, now):
         """Seconds since the last frame of a source that should be streaming but is stalled, else 0."""
         quiet = now - self.last_capture_at
-        if self.state == "streaming" and quiet > max(self.STALL_SECONDS, 3 * self.capture_interval):
+        if self.state == "streaming" and quiet > self._or_three_intervals(self.STALL_SECONDS):
             return quiet
         return 0.0
 
