@@ -1379,8 +1379,29 @@ def url_host(host, shown=False):
     return "[{}]".format(host) if ":" in host else host
 
 
-def write_production_configs(args, run_dir):
-    """uWSGI and nginx configurations for these settings, in `run_dir`."""
+def nginx_version(nginx):
+    """The version of the `nginx` binary as a tuple of numbers, () where `nginx -v`
+    (which writes to stderr) does not tell."""
+    try:
+        said = subprocess.run([nginx, "-v"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True, timeout=10).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    found = re.search(r"nginx/(\d+(?:\.\d+)*)", said)
+    return tuple(int(part) for part in found.group(1).split(".")) if found else ()
+
+
+def tls_listen(host, port, version):
+    """The TLS `listen` directives, with HTTP/2: nginx 1.25.1 deprecated the `http2` parameter
+    of `listen` (a warning at every start) for `http2 on;`, which older ones (the Nano's 1.14,
+    Debian 12's 1.22) do not know."""
+    if version >= (1, 25, 1):
+        return nginx_listen(host, port, STREAM_SEND_BUFFER + " ssl") + "\n    http2 on;"
+    return nginx_listen(host, port, STREAM_SEND_BUFFER + " ssl http2")
+
+
+def write_production_configs(args, run_dir, nginx):
+    """uWSGI and nginx configurations for these settings and that `nginx` binary, in `run_dir`."""
     owner = "{}:{}".format(os.geteuid(), os.getegid())
     user_line = ""
     if os.geteuid() == 0:  # nginx workers drop to nobody: give its group the socket
@@ -1392,7 +1413,7 @@ def write_production_configs(args, run_dir):
     tls = ""
     if args.tls_cert:
         tls = ("{}\n    ssl_certificate {};\n    ssl_certificate_key {};"
-               .format(nginx_listen(args.host, args.tls_port, STREAM_SEND_BUFFER + " ssl http2"),
+               .format(tls_listen(args.host, args.tls_port, nginx_version(nginx)),
                        os.path.abspath(args.tls_cert), os.path.abspath(args.tls_key)))
     listen = nginx_listen(args.host, args.port, STREAM_SEND_BUFFER)
     threads = args.max_viewers + 16 if args.max_viewers else 256
@@ -1463,7 +1484,7 @@ def serve_production(args):
         require_free_port(host, number, option)
     resolve_model(args.model)  # download here, in the foreground, with its progress bar
     run_dir = run_directory(args.port)
-    write_production_configs(args, run_dir)
+    write_production_configs(args, run_dir, nginx)
     check_nginx_config(nginx, run_dir)
     environment = dict(os.environ, **settings_environment(args))
     stopping = []

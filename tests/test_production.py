@@ -323,11 +323,27 @@ def test_nginx_has_two_connections_for_every_uwsgi_thread(tmp_path):
     import app
     args = app.build_parser().parse_args(["serve", "--production", "--max-viewers", "600"])
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    app.write_production_configs(args, str(tmp_path))
+    app.write_production_configs(args, str(tmp_path), nginx)
     threads = int(re.search(r"^threads = (\d+)$", (tmp_path / "uwsgi.ini").read_text(), re.M).group(1))
     connections = int(re.search(r"worker_connections (\d+);", (tmp_path / "nginx.conf").read_text()).group(1))
     assert threads == 616 and connections >= 2 * threads
     app.check_nginx_config(nginx, str(tmp_path))  # and nginx takes it
+
+
+def test_http2_is_asked_of_each_nginx_in_its_own_words(tmp_path):
+    """nginx 1.25.1 and later warn at every start about `listen ... http2` (Debian 13 has
+    1.26): they get `http2 on;`, which older ones refuse."""
+    import app
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    said = subprocess.run([nginx, "-v"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          universal_newlines=True).stdout
+    assert ".".join(str(part) for part in app.nginx_version(nginx)) == said.split("nginx/")[1].split()[0]
+    assert app.nginx_version(str(tmp_path / "no-nginx")) == ()
+    for version in ((1, 14, 0), (1, 22, 1), (1, 25, 0)):
+        assert app.tls_listen("0.0.0.0", 8443, version) == "listen 8443 sndbuf=128k ssl http2;"
+    for version in ((1, 25, 1), (1, 26, 3), (2, 0)):
+        assert app.tls_listen("::", 8443, version) == (
+            "listen 8443 sndbuf=128k ssl;\n    listen [::]:8443 sndbuf=128k ssl;\n    http2 on;")
 
 
 def test_one_port_for_two_listeners_is_named_before_anything_starts(red_square_model):
