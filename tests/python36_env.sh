@@ -5,21 +5,10 @@
 # Usage: bash tests/python36_env.sh [path of a python3.6]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# pyenv's own 3.6 before PATH's python3.6, which may be a pyenv shim that refuses to run.
-shopt -s nullglob
-found=("${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.6*/bin/python3.6 python3.6)
-python36=${1:-${found[0]}}
-if ! "$python36" -c 'import sys; assert sys.version_info[:2] == (3, 6)' 2>/dev/null; then
-    if [ $# -gt 0 ]; then
-        echo "$1 is not a Python 3.6" >&2
-        exit 1
-    fi
-    # None here is not an error: the rest of the suite runs, and test_python36.py says why it skipped.
-    echo "no Python 3.6 found (give the path of a python3.6, e.g. from pyenv install 3.6.15):" \
-         "tests/test_python36.py will be skipped" >&2
-    exit 0
-fi
-"$python36" -m venv .python36
+# shellcheck source=tests/find_python.sh
+. tests/find_python.sh
+find_python 3.6 tests/test_python36.py "$@"
+"$python" -m venv .python36
 # pip 21.3.1, the last for Python 3.6, knows the manylinux2014 wheels that pip 18 ignores.
 .python36/bin/python -m pip install -q "pip==21.3.1"
 .python36/bin/python -m pip install -q -r requirements-production.txt "pytest==7.0.1"

@@ -28,7 +28,8 @@ def test_dockerfiles_pass_hadolint():
 @pytest.mark.skipif(shutil.which("shellcheck") is None,
                     reason="shellcheck is not installed (apt-get install shellcheck)")
 def test_shell_scripts_pass_shellcheck():
-    result = subprocess.run(["shellcheck", "docker_run.sh", ".ci/run", "tests/python36_env.sh"], cwd=ROOT,
+    scripts = ["docker_run.sh", ".ci/run", "tests/python36_env.sh", "tests/floors_env.sh", "tests/find_python.sh"]
+    result = subprocess.run(["shellcheck"] + scripts, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
     assert result.returncode == 0, result.stdout
 
@@ -132,7 +133,8 @@ def test_readme_commands_match_ci():
     test_command = re.search(r"\*\*Run the tests\*\*.*?\n\n    ([^\n]+)\n", readme, re.S).group(1)
     assert test_command.endswith("python3 -m pytest -q")
     assert "\npython3 -m pytest -q\n" in ci
-    assert "bash tests/python36_env.sh" in test_command and "\nbash tests/python36_env.sh\n" in ci
+    for script in ("tests/python36_env.sh", "tests/floors_env.sh"):
+        assert "bash " + script in test_command and "\nbash {}\n".format(script) in ci
     assert "python3 app.py" in re.search(r"\*\*Run the server\*\*.*?\n\n    ([^\n]+)\n", readme, re.S).group(1)
     for fact in ("--runtime nvidia", "default-runtime", "serve --production", "docker_run.sh"):
         assert fact in readme, fact

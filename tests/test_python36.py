@@ -7,8 +7,8 @@ import re
 import subprocess
 
 import pytest
-from packaging.utils import canonicalize_name
 
+from other_environment import installed_versions, run_tests_under
 from pins import pins_for
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -24,9 +24,7 @@ needs_python36 = pytest.mark.skipif(not os.path.exists(PYTHON36),
 
 @needs_python36
 def test_python_3_6_environment_has_the_pins():
-    freeze = subprocess.check_output([PYTHON36, "-m", "pip", "freeze"], universal_newlines=True)
-    installed = dict(line.split("==") for line in freeze.splitlines() if "==" in line)
-    installed = {canonicalize_name(name): version for name, version in installed.items()}
+    installed = installed_versions(PYTHON36)
     # The Nano's pins (aarch64: no pip OpenCV), and the OpenCV version of its JetPack.
     pins = {name: specifier.lstrip("=") for name, specifier in
             pins_for("3.6", "aarch64", ("requirements.txt", "requirements-production.txt")).items()}
@@ -42,11 +40,4 @@ def test_python_3_6_environment_has_the_pins():
 def test_runtime_tests_pass_on_python_3_6_with_its_pins():
     version = subprocess.check_output([PYTHON36, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
     assert version.decode().strip() == "3.6"
-    # Its own uwsgi first on PATH: the production tests run the app under a Python 3.6 uWSGI.
-    environment = dict(os.environ, PATH=ENVIRONMENT + os.pathsep + os.environ.get("PATH", ""))
-    result = subprocess.run([PYTHON36, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider"] + RUNTIME_TESTS,
-                            cwd=TESTS, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            universal_newlines=True, timeout=480)
-    summary = result.stdout.strip().splitlines()[-1]
-    assert result.returncode == 0, result.stdout[-6000:]
-    print("Python 3.6:", summary)
+    print("Python 3.6:", run_tests_under(PYTHON36, RUNTIME_TESTS, timeout=480))
