@@ -1278,6 +1278,11 @@ def plain_request_log(record):
     return not ANSWERED_POLL.search(message)
 
 
+# At a stop, how long the development server lets viewers take the 'stopped' picture and the end
+# of their streams before it exits (a viewer that never reads would otherwise hold it).
+VIEWERS_LEAVE_SECONDS = 2.0
+
+
 def cmd_serve(args):
     if args.production:
         return serve_production(args)
@@ -1304,6 +1309,7 @@ def cmd_serve(args):
                    request_handler=LettingFrozenClientsGo)
     finally:
         app.extensions["streamdetect"].stop()
+        camera.wait_for_viewers_to_leave(VIEWERS_LEAVE_SECONDS)
         log.info("stopped")
     return 0
 

@@ -1021,6 +1021,14 @@ class Camera(object):
         if not any(thread.is_alive() for thread in self._threads):
             self.detector.close()  # only once no stage can still be using the engine
 
+    def wait_for_viewers_to_leave(self, timeout):
+        """After stop(): wait until every viewer has taken the 'stopped' picture and ended its
+        stream (a chunked body's last chunk), at most `timeout` seconds, so that a process
+        about to exit does not cut a slow reader's stream in the middle of a write."""
+        deadline = time.monotonic() + timeout
+        while self.viewers and time.monotonic() < deadline:
+            time.sleep(0.02)
+
     # viewers
     def join_viewer(self, name=None):
         """Count a new viewer, under `name` if it has one; returns a callable that

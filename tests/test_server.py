@@ -18,7 +18,7 @@ import pytest
 from get_engine import ModelError
 from streaming import (Server, StreamCuttingProxy, Viewer, basic_auth, free_port, frozen_viewer, get, get_json,
                        http_server, read_events, red_square_scene, requests_logged_around_polls, slow_viewer_latencies,
-                       wait_for_viewers, wait_until, watch)
+                       stream_request, wait_for_viewers, wait_until, watch)
 
 FPS = 20
 
@@ -561,6 +561,33 @@ def test_sigterm_stops_the_development_server_as_ctrl_c_does(red_square_model):
         assert "INFO streamdetect: stopped" in server.log()
         viewer.join(10)
         assert not viewer.is_alive() and viewer.error is None
+
+
+def test_at_sigterm_a_viewer_slow_to_read_still_gets_the_end_of_its_stream(red_square_model):
+    """The server exits once each viewer has been sent the end of its stream (within 2 s), not
+    in the middle of a write to one whose reading lags: it would see a cut stream."""
+    with Server("serve", "--source", "test://", "--model", red_square_model) as server:
+        sock = stream_request(server.port, "/video_feed", 4096)
+        time.sleep(1.0)  # the server's writes to it now wait for it to read
+        stopping = threading.Thread(target=server.stop)
+        stopping.start()
+        time.sleep(0.5)
+        received = []
+        sock.settimeout(10)
+        while True:
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                break
+            received.append(chunk)
+        sock.close()
+        stopping.join()
+        assert server.process.returncode == 0
+        head, _, body = b"".join(received).partition(b"\r\n\r\n")
+        last_picture = b"\xff\xd9\r\n--frame\r\n"  # a whole JPEG, then its boundary
+        if b"transfer-encoding: chunked" in head.lower():
+            assert body.endswith(last_picture + b"\r\n0\r\n\r\n")  # and the last chunk
+        else:  # HTTP/1.0 (Werkzeug 2.0, Python 3.6's): the stream ends where the connection does
+            assert body.endswith(last_picture)
 
 
 def test_a_snapshot_of_a_paused_pipeline_is_taken_after_waking_it(red_square_model):
