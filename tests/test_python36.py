@@ -8,11 +8,9 @@ import subprocess
 
 import pytest
 
-from other_environment import installed_versions, run_tests_under
+from other_environment import ROOT, TESTS, installed_versions, run_tests_under
 from pins import pins_for
 
-TESTS = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(TESTS)
 ENVIRONMENT = os.path.join(ROOT, ".python36", "bin")
 PYTHON36 = os.path.join(ENVIRONMENT, "python")
 # Every test of the runtime; not the benchmarks, the deployment linters or the GPU.
