@@ -510,6 +510,22 @@ class LastLine(logging.Handler):
             self.line = record.getMessage()
 
 
+# The exit status of a server that ended itself because its source hangs (--exit-on-hang).
+EXIT_SOURCE_HANGS = 3
+
+
+def exit_for_a_new_process(reason):
+    """End the process at once: a source's read that never returns holds the device, which
+    only a new process can open again, and its thread would hold an orderly exit too. uWSGI's
+    master starts a new worker; a supervisor (Docker's --restart, systemd's Restart=) a new
+    server."""
+    log.error("%s: its read does not return, which holds the device until this process ends; exiting "
+              "(status %d) for a new one (--exit-on-hang 0 keeps waiting instead)", reason, EXIT_SOURCE_HANGS)
+    for handler in logging.getLogger().handlers + log.handlers:
+        handler.flush()
+    os._exit(EXIT_SOURCE_HANGS)
+
+
 class Pipeline(object):
     """Builds the detector and Camera on first use, in the process that serves.
 
@@ -574,7 +590,9 @@ class Pipeline(object):
                              settings.fps, settings.loop, settings.flip)
         detector = detector_from_args(settings)
         self.camera = Camera(source, detector, jpeg_quality=settings.jpeg_quality,
-                             idle_stop=settings.idle_stop, max_viewers=settings.max_viewers).start()
+                             idle_stop=settings.idle_stop, max_viewers=settings.max_viewers,
+                             on_hang=exit_for_a_new_process if settings.exit_on_hang else None,
+                             hang_seconds=settings.exit_on_hang).start()
         self.error = None
         atexit.register(self.stop)  # join the threads before the interpreter (and OpenCV) go away
         return self.camera
@@ -1624,6 +1642,12 @@ def add_serve_options(parser):
     group.add_argument("--idle-stop", type=ranged(float, 0.0), default=env("IDLE_STOP", 0), metavar="SECONDS",
                        help="pause capture and inference after this long without viewers; 0 = never "
                             "(default %(default)s)")
+    group.add_argument("--exit-on-hang", type=ranged(float, 0.0), default=env("EXIT_ON_HANG", 60), metavar="SECONDS",
+                       help="end the server (exit status 3) when a live source has given no frame for this long "
+                            "without failing: a driver whose read never returns holds the camera until the "
+                            "process ends. Under --production uWSGI starts a new worker at once; otherwise a "
+                            "supervisor (Docker's --restart, systemd's Restart=) must start it again. 0 = "
+                            "keep waiting (default %(default)s)")
     group.add_argument("--frames-in-flight", type=count, default=env("FRAMES_IN_FLIGHT", 0), metavar="N",
                        help="frames inferred at once by ONNX Runtime on the CPU, each on its share of "
                             "the cores; 2 gives more FPS than 1 (no cores wait for each other) at "

@@ -119,12 +119,13 @@ class FrameSource(object):
 class SyntheticSource(FrameSource):
     """A synthetic scene that always works: a red square and a green disc move
     over a gradient, with a clock. `die_after=N` makes it fail after N frames
-    (each reopen starts the count again), to exercise reconnection."""
+    (each reopen starts the count again), to exercise reconnection; `hang_after=N`
+    makes its read never return after N frames, as a hung driver's."""
 
-    def __init__(self, uri, width=640, height=480, fps=30.0, die_after=0):
+    def __init__(self, uri, width=640, height=480, fps=30.0, die_after=0, hang_after=0):
         super(SyntheticSource, self).__init__(uri)
         self.width, self.height, self.fps = int(width), int(height), float(fps)
-        self.die_after = int(die_after)
+        self.die_after, self.hang_after = int(die_after), int(hang_after)
         ramp = np.linspace(40, 110, self.height, dtype=np.float32)[:, None]
         self.background = np.zeros((self.height, self.width, 3), dtype=np.uint8)
         self.background[:, :, 0] = (ramp + 40).astype(np.uint8)  # blue
@@ -145,6 +146,8 @@ class SyntheticSource(FrameSource):
     def grab(self):
         if self.die_after and self.count >= self.die_after:
             return False
+        if self.hang_after and self.count >= self.hang_after:
+            threading.Event().wait()  # never set
         delay = self.next_due - time.monotonic()
         if delay > 0:
             time.sleep(delay)
@@ -707,7 +710,7 @@ def open_source(uri, width=640, height=480, fps=30.0, loop=False, flip="none"):
 
     `0` or `/dev/videoN`: V4L2 camera; `csi://N`: Jetson CSI camera;
     `rtsp://`, `http(s)://`: network stream; a video file; a folder of images and videos;
-    `test://[?width=&height=&fps=&die_after=]`: synthetic scene.
+    `test://[?width=&height=&fps=&die_after=&hang_after=]`: synthetic scene.
     """
     flip_method, turn = FLIPS[flip]
     if uri.startswith("csi://"):
@@ -728,7 +731,7 @@ def open_source(uri, width=640, height=480, fps=30.0, loop=False, flip="none"):
     return source
 
 
-TEST_SETTINGS = ("width", "height", "fps", "die_after")  # test://?width=320&fps=60
+TEST_SETTINGS = ("width", "height", "fps", "die_after", "hang_after")  # test://?width=320&fps=60
 
 
 def _plain_source(uri, width, height, fps, loop):
@@ -743,7 +746,8 @@ def _plain_source(uri, width, height, fps, loop):
         return SyntheticSource(uri, width=_query_number(uri, query, "width", width, CAPTURE_LIMITS["width"]),
                                height=_query_number(uri, query, "height", height, CAPTURE_LIMITS["height"]),
                                fps=_query_number(uri, query, "fps", fps, CAPTURE_LIMITS["fps"]),
-                               die_after=_query_number(uri, query, "die_after", 0, (int, 0, 10 ** 9)))
+                               die_after=_query_number(uri, query, "die_after", 0, (int, 0, 10 ** 9)),
+                               hang_after=_query_number(uri, query, "hang_after", 0, (int, 0, 10 ** 9)))
     if is_v4l2_camera(uri):
         target = int(uri) if uri.isdigit() else uri
         return OpenCVSource(uri, target, cv2.CAP_V4L2, size, fps,
@@ -938,7 +942,11 @@ class Camera(object):
     # source's frame intervals (a slide show of a picture every 10 s is not down).
     FRESH_SECONDS = 3.0
 
-    def __init__(self, source, detector, jpeg_quality=80, idle_stop=0.0, max_viewers=0, encoders=None):
+    def __init__(self, source, detector, jpeg_quality=80, idle_stop=0.0, max_viewers=0, encoders=None,
+                 on_hang=None, hang_seconds=60.0):
+        """on_hang(reason): called once when a live source has given no frame for `hang_seconds`
+        (or longer, where it is stalled only later) without failing: a read that never returns
+        holds the device, which only a new process can open again."""
         self.source = source
         self.detector = detector
         self.jpeg_quality = int(jpeg_quality)
@@ -964,6 +972,8 @@ class Camera(object):
         self.last_capture_at = 0.0  # on time.monotonic(), as every span here: the wall clock can jump
         self.capture_interval = 0.0  # the source's time between frames, a moving average
         self._stall_shown = False
+        self.on_hang, self.hang_seconds = on_hang, float(hang_seconds)
+        self._hang_told = False
         self.last_live_frame = None
         self._raw_wanted_until = 0.0  # frames keep their picture before drawing until then (want_raw)
         self._rate = MovingRate()
@@ -1434,8 +1444,13 @@ class Camera(object):
             if stalled and not self._stall_shown:
                 self._stall_shown = True
                 reason = self._stall_reason(stalled)
-                log.warning("%s; waiting for it (a source that fails is reopened, one that hangs is not)", reason)
+                log.warning("%s; waiting for it (a source that fails is reopened, %s)", reason,
+                            "one that hangs is given up after {:g} s".format(self.hang_seconds)
+                            if self.on_hang is not None else "one that hangs is not")
                 self._publish_status("stalled", reason)
+            if self.on_hang is not None and stalled and stalled >= self.hang_seconds and not self._hang_told:
+                self._hang_told = True
+                self.on_hang(self._stall_reason(stalled))
 
     def _publish_live(self, frame, detections, inference_ms, captured_at):
         if self._stall_shown:

@@ -130,14 +130,15 @@ def test_an_on_off_setting_from_the_environment_means_what_it_says(capsys, monke
 
 def test_out_of_range_test_source_is_a_one_line_error(red_square_model):
     from camera import SourceError, open_source
-    for uri in ("test://?fps=abc", "test://?width=0", "test://?height=100000", "test://?die_after=-1"):
+    for uri in ("test://?fps=abc", "test://?width=0", "test://?height=100000", "test://?die_after=-1",
+                "test://?hang_after=x"):
         with pytest.raises(SourceError, match="is not a number from"):
             open_source(uri)
     assert open_source("test://?width=320&fps=5").width == 320
     for uri, message in (("test://?fsp=10", "test://?fsp=10: fsp is not a test:// setting (width, height, fps, "
-                                            "die_after)"),
+                                            "die_after, hang_after)"),
                          ("test://?w=1&h=2", "test://?w=1&h=2: h, w are not test:// settings (width, height, fps, "
-                                             "die_after)"),
+                                             "die_after, hang_after)"),
                          ("test://?fps", "test://?fps: fps= is not a number from 0.1 to 240.0"),
                          ("csi://0?fps=10", "csi://0?fps=10: csi:// takes the camera's sensor number (csi://0, "
                                             "csi://1); its size and rate are --width, --height and --fps")):

@@ -695,6 +695,23 @@ def test_a_source_that_hangs_is_marked_stalled_until_frames_come_again(red_squar
         camera.stop()
 
 
+def test_a_source_that_hangs_long_enough_is_told_once_for_a_new_process(red_square_model, monkeypatch):
+    monkeypatch.setattr(Camera, "STALL_SECONDS", 1.0)
+    source = HangingSource(frames=10)
+    told = []
+    camera = Camera(source, Detector(red_square_model, backend="onnxruntime"), on_hang=told.append,
+                    hang_seconds=2.5).start()
+    try:
+        assert wait_until(lambda: camera.stats()["state"] == "stalled", 5)
+        assert told == []  # stalled, not yet hung for long enough
+        assert wait_until(lambda: told, 5)
+        time.sleep(1.0)
+        assert len(told) == 1 and re.match(r"no frame from test:// for [2-4] s$", told[0])
+    finally:
+        source.resume.set()
+        camera.stop()
+
+
 def test_a_slow_slide_show_is_neither_stalled_nor_unhealthy_between_its_pictures(tmp_path, red_square_model,
                                                                                   monkeypatch):
     """Nor does /healthz (and Docker's health check) flap between a slow source's frames."""

@@ -218,6 +218,20 @@ def test_a_client_over_its_connection_limit_gets_json(red_square_model):
                 viewer.close()
 
 
+def test_a_source_whose_read_never_returns_gets_a_new_worker(red_square_model):
+    """uWSGI's master starts a new worker when the old one ends itself (--exit-on-hang): the
+    camera is opened again in a new process, behind the same nginx."""
+    source = "test://?fps={}&hang_after={}".format(FPS, 3 * FPS)
+    with production(red_square_model, "--source", source, "--exit-on-hang", "1") as server:
+        first = get_json(server.port, "/api/stats")[1]["started_at"]
+        assert wait_until(lambda: get_json(server.port, "/api/stats")[1].get("started_at", first) != first, 30)
+        assert wait_until(lambda: get_json(server.port, "/api/stats")[1].get("state") == "streaming", 20)
+        assert server.process.poll() is None
+        log = server.log(last=None)
+        assert re.search(r"no frame from test://\?fps=\d+&hang_after=\d+ for \d+ s: its read does not return", log)
+        assert "Traceback" not in log
+
+
 def test_a_frozen_viewer_is_let_go_after_the_client_timeout(red_square_model):
     """uWSGI's socket-timeout is --client-timeout: a client that takes nothing frees its
     thread and viewer's place once nginx's buffers and uWSGI's wait are spent."""

@@ -590,6 +590,17 @@ def test_at_sigterm_a_viewer_slow_to_read_still_gets_the_end_of_its_stream(red_s
             assert body.endswith(last_picture)
 
 
+def test_a_source_whose_read_never_returns_ends_the_server_for_a_supervisor_to_restart(red_square_model):
+    with Server("serve", "--source", "test://?hang_after=20", "--exit-on-hang", "1", "--model", red_square_model) as server:
+        server.process.wait(20)  # stalled after 5 s (Camera.STALL_SECONDS), then at once
+        assert server.process.returncode == 3
+        log = server.log(last=None)
+        assert re.search(r"ERROR streamdetect: no frame from test://\?hang_after=20 for [5-9] s: its read does "
+                         r"not return", log)
+        assert "exiting (status 3) for a new one (--exit-on-hang 0 keeps waiting instead)" in log
+        assert "Traceback" not in log
+
+
 def test_a_snapshot_of_a_paused_pipeline_is_taken_after_waking_it(red_square_model):
     """--idle-stop paused the pipeline: /snapshot.jpg and /api/detections wake it and answer
     with its first frame captured since - not the picture from before the pause, nor a frame
