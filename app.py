@@ -515,11 +515,11 @@ EXIT_SOURCE_HANGS = 3
 
 
 def exit_for_a_new_process(reason):
-    """End the process at once: a source's read that never returns holds the device, which
+    """End the process at once: a source's read or open that never returns holds the device, which
     only a new process can open again, and its thread would hold an orderly exit too. uWSGI's
     master starts a new worker; a supervisor (Docker's --restart, systemd's Restart=) a new
     server."""
-    log.error("%s: its read does not return, which holds the device until this process ends; exiting "
+    log.error("%s: a driver call that does not return holds the device until this process ends; exiting "
               "(status %d) for a new one (--exit-on-hang 0 keeps waiting instead)", reason, EXIT_SOURCE_HANGS)
     for handler in logging.getLogger().handlers + log.handlers:
         handler.flush()
@@ -1644,8 +1644,8 @@ def add_serve_options(parser):
                             "(default %(default)s)")
     group.add_argument("--exit-on-hang", type=ranged(float, 0.0), default=env("EXIT_ON_HANG", 60), metavar="SECONDS",
                        help="end the server (exit status 3) when a live source has given no frame for this long "
-                            "without failing: a driver whose read never returns holds the camera until the "
-                            "process ends. Under --production uWSGI starts a new worker at once; otherwise a "
+                            "without failing, or its opening has not returned: a driver call that never returns "
+                            "holds the camera until the process ends. Under --production uWSGI starts a new worker at once; otherwise a "
                             "supervisor (Docker's --restart, systemd's Restart=) must start it again. 0 = "
                             "keep waiting (default %(default)s)")
     group.add_argument("--frames-in-flight", type=count, default=env("FRAMES_IN_FLIGHT", 0), metavar="N",

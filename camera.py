@@ -945,8 +945,9 @@ class Camera(object):
     def __init__(self, source, detector, jpeg_quality=80, idle_stop=0.0, max_viewers=0, encoders=None,
                  on_hang=None, hang_seconds=60.0):
         """on_hang(reason): called once when a live source has given no frame for `hang_seconds`
-        (or longer, where it is stalled only later) without failing: a read that never returns
-        holds the device, which only a new process can open again."""
+        (or longer, where it is stalled only later) without failing, or its open() has not returned
+        for as long: a driver call that never returns holds the device, which only a new process
+        can open again."""
         self.source = source
         self.detector = detector
         self.jpeg_quality = int(jpeg_quality)
@@ -974,6 +975,7 @@ class Camera(object):
         self._stall_shown = False
         self.on_hang, self.hang_seconds = on_hang, float(hang_seconds)
         self._hang_told = False
+        self._opening_since = 0.0  # when the source's open() began, while it has not returned
         self.last_live_frame = None
         self._raw_wanted_until = 0.0  # frames keep their picture before drawing until then (want_raw)
         self._rate = MovingRate()
@@ -1161,6 +1163,16 @@ class Camera(object):
             return quiet
         return 0.0
 
+    def _hang_reason(self, stalled):
+        """Why the source is taken for hung (an open() or a read that has not returned for
+        hang_seconds), else None."""
+        opening = time.monotonic() - self._opening_since if self._opening_since else 0.0
+        if opening >= self.hang_seconds:
+            return "opening {} has not returned for {:.0f} s".format(self.source.uri, opening)
+        if stalled and stalled >= self.hang_seconds:
+            return self._stall_reason(stalled)
+        return None
+
     def _stall_reason(self, stalled):
         return "no frame from {} for {:.0f} s".format(self.source.uri, stalled)
 
@@ -1202,6 +1214,7 @@ class Camera(object):
             if self._idle():
                 self._pause_while_idle()
                 continue
+            self._opening_since = time.monotonic()
             try:
                 self.source.open()
             except SourceError as exc:
@@ -1212,6 +1225,7 @@ class Camera(object):
                 failures += 1
                 self._source_down("cannot open {}: {}".format(self.source.uri, exc), failures)
                 continue
+            self._opening_since = 0.0
             log.info("source %s open: %s", self.source.uri, self.source.mode())
             self.last_capture_at = time.monotonic()
             nominal_fps = getattr(self.source, "fps", None)  # until measured: a slow slide show is no stall
@@ -1277,6 +1291,7 @@ class Camera(object):
         return smaller
 
     def _source_down(self, reason, failures):
+        self._opening_since = 0.0
         delay = self.RESTART_DELAYS[min(failures, len(self.RESTART_DELAYS)) - 1]
         with self._lock:
             self.counters["reconnects"] += 1
@@ -1448,9 +1463,10 @@ class Camera(object):
                             "one that hangs is given up after {:g} s".format(self.hang_seconds)
                             if self.on_hang is not None else "one that hangs is not")
                 self._publish_status("stalled", reason)
-            if self.on_hang is not None and stalled and stalled >= self.hang_seconds and not self._hang_told:
+            hang = self._hang_reason(stalled)
+            if hang and self.on_hang is not None and not self._hang_told:
                 self._hang_told = True
-                self.on_hang(self._stall_reason(stalled))
+                self.on_hang(hang)
 
     def _publish_live(self, frame, detections, inference_ms, captured_at):
         if self._stall_shown:

@@ -712,6 +712,32 @@ def test_a_source_that_hangs_long_enough_is_told_once_for_a_new_process(red_squa
         camera.stop()
 
 
+class SourceThatHangsOpening(SyntheticSource):
+    """test:// whose driver does not return from opening until `resume` is set."""
+
+    def __init__(self):
+        super(SourceThatHangsOpening, self).__init__("test://", fps=30)
+        self.resume = threading.Event()
+
+    def open(self):
+        self.resume.wait()
+        super(SourceThatHangsOpening, self).open()
+
+
+def test_a_source_whose_opening_does_not_return_is_told_for_a_new_process(red_square_model):
+    source = SourceThatHangsOpening()
+    told = []
+    camera = Camera(source, Detector(red_square_model, backend="onnxruntime"), on_hang=told.append,
+                    hang_seconds=1.5).start()
+    try:
+        assert wait_until(lambda: told, 5)
+        assert re.match(r"opening test:// has not returned for [12] s$", told[0])
+        assert camera.stats()["state"] == "starting" and not camera.healthy()
+    finally:
+        source.resume.set()
+        camera.stop()
+
+
 def test_a_slow_slide_show_is_neither_stalled_nor_unhealthy_between_its_pictures(tmp_path, red_square_model,
                                                                                   monkeypatch):
     """Nor does /healthz (and Docker's health check) flap between a slow source's frames."""

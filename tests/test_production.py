@@ -228,7 +228,8 @@ def test_a_source_whose_read_never_returns_gets_a_new_worker(red_square_model):
         assert wait_until(lambda: get_json(server.port, "/api/stats")[1].get("state") == "streaming", 20)
         assert server.process.poll() is None
         log = server.log(last=None)
-        assert re.search(r"no frame from test://\?fps=\d+&hang_after=\d+ for \d+ s: its read does not return", log)
+        assert re.search(r"no frame from test://\?fps=\d+&hang_after=\d+ for \d+ s: a driver call that does not "
+                         r"return holds the device", log)
         assert "Traceback" not in log
 
 

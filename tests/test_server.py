@@ -595,8 +595,8 @@ def test_a_source_whose_read_never_returns_ends_the_server_for_a_supervisor_to_r
         server.process.wait(20)  # stalled after 5 s (Camera.STALL_SECONDS), then at once
         assert server.process.returncode == 3
         log = server.log(last=None)
-        assert re.search(r"ERROR streamdetect: no frame from test://\?hang_after=20 for [5-9] s: its read does "
-                         r"not return", log)
+        assert re.search(r"ERROR streamdetect: no frame from test://\?hang_after=20 for [5-9] s: a driver call "
+                         r"that does not return holds the device", log)
         assert "exiting (status 3) for a new one (--exit-on-hang 0 keeps waiting instead)" in log
         assert "Traceback" not in log
 
