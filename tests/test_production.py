@@ -221,7 +221,7 @@ def test_a_client_over_its_connection_limit_gets_json(red_square_model):
 def test_a_source_whose_read_never_returns_gets_a_new_worker(red_square_model):
     """uWSGI's master starts a new worker when the old one ends itself (--exit-on-hang): the
     camera is opened again in a new process, behind the same nginx."""
-    source = "test://?fps={}&hang_after={}".format(FPS, 3 * FPS)
+    source = "test://?fps={}&hang_after={}".format(FPS, FPS)
     with production(red_square_model, "--source", source, "--exit-on-hang", "1") as server:
         first = get_json(server.port, "/api/stats")[1]["started_at"]
         assert wait_until(lambda: get_json(server.port, "/api/stats")[1].get("started_at", first) != first, 30)
