@@ -1645,9 +1645,9 @@ def add_serve_options(parser):
     group.add_argument("--exit-on-hang", type=ranged(float, 0.0), default=env("EXIT_ON_HANG", 60), metavar="SECONDS",
                        help="end the server (exit status 3) when a live source has given no frame for this long "
                             "without failing, or its opening has not returned: a driver call that never returns "
-                            "holds the camera until the process ends. Under --production uWSGI starts a new worker at once; otherwise a "
-                            "supervisor (Docker's --restart, systemd's Restart=) must start it again. 0 = "
-                            "keep waiting (default %(default)s)")
+                            "holds the camera until the process ends. Under --production uWSGI starts a new "
+                            "worker at once; otherwise a supervisor (Docker's --restart, systemd's Restart=) "
+                            "must start it again. 0 = keep waiting (default %(default)s)")
     group.add_argument("--frames-in-flight", type=count, default=env("FRAMES_IN_FLIGHT", 0), metavar="N",
                        help="frames inferred at once by ONNX Runtime on the CPU, each on its share of "
                             "the cores; 2 gives more FPS than 1 (no cores wait for each other) at "

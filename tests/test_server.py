@@ -591,7 +591,8 @@ def test_at_sigterm_a_viewer_slow_to_read_still_gets_the_end_of_its_stream(red_s
 
 
 def test_a_source_whose_read_never_returns_ends_the_server_for_a_supervisor_to_restart(red_square_model):
-    with Server("serve", "--source", "test://?hang_after=20", "--exit-on-hang", "1", "--model", red_square_model) as server:
+    with Server("serve", "--source", "test://?hang_after=20", "--exit-on-hang", "1",
+                "--model", red_square_model) as server:
         server.process.wait(20)  # stalled after 5 s (Camera.STALL_SECONDS), then at once
         assert server.process.returncode == 3
         log = server.log(last=None)
