@@ -1214,9 +1214,8 @@ class Camera(object):
             if self._idle():
                 self._pause_while_idle()
                 continue
-            self._opening_since = time.monotonic()
             try:
-                self.source.open()
+                self._open_source()
             except SourceError as exc:
                 failures += 1
                 self._source_down(str(exc), failures)
@@ -1225,7 +1224,6 @@ class Camera(object):
                 failures += 1
                 self._source_down("cannot open {}: {}".format(self.source.uri, exc), failures)
                 continue
-            self._opening_since = 0.0
             log.info("source %s open: %s", self.source.uri, self.source.mode())
             self.last_capture_at = time.monotonic()
             nominal_fps = getattr(self.source, "fps", None)  # until measured: a slow slide show is no stall
@@ -1290,8 +1288,15 @@ class Camera(object):
                      *self.source.fit)
         return smaller
 
+    def _open_source(self):
+        """source.open(), noting meanwhile since when, for the hang check."""
+        self._opening_since = time.monotonic()
+        try:
+            self.source.open()
+        finally:
+            self._opening_since = 0.0
+
     def _source_down(self, reason, failures):
-        self._opening_since = 0.0
         delay = self.RESTART_DELAYS[min(failures, len(self.RESTART_DELAYS)) - 1]
         with self._lock:
             self.counters["reconnects"] += 1

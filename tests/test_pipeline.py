@@ -664,14 +664,20 @@ def test_viewers_get_a_status_frame_when_the_source_dies(red_square_model):
 
 
 class HangingSource(SyntheticSource):
-    """test:// whose driver hangs after `frames` frames, without failing, until `resume` is set."""
+    """test:// whose driver hangs, without failing, until `resume` is set: in its read after
+    `frames` frames, or with frames None, in its opening."""
 
     def __init__(self, frames):
         super(HangingSource, self).__init__("test://", fps=30)
         self.frames, self.resume = frames, threading.Event()
 
+    def open(self):
+        if self.frames is None:
+            self.resume.wait()
+        super(HangingSource, self).open()
+
     def grab(self):
-        if self.count >= self.frames:
+        if self.frames is not None and self.count >= self.frames:
             self.resume.wait()
         return super(HangingSource, self).grab()
 
@@ -712,20 +718,8 @@ def test_a_source_that_hangs_long_enough_is_told_once_for_a_new_process(red_squa
         camera.stop()
 
 
-class SourceThatHangsOpening(SyntheticSource):
-    """test:// whose driver does not return from opening until `resume` is set."""
-
-    def __init__(self):
-        super(SourceThatHangsOpening, self).__init__("test://", fps=30)
-        self.resume = threading.Event()
-
-    def open(self):
-        self.resume.wait()
-        super(SourceThatHangsOpening, self).open()
-
-
 def test_a_source_whose_opening_does_not_return_is_told_for_a_new_process(red_square_model):
-    source = SourceThatHangsOpening()
+    source = HangingSource(frames=None)
     told = []
     camera = Camera(source, Detector(red_square_model, backend="onnxruntime"), on_hang=told.append,
                     hang_seconds=1.5).start()
