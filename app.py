@@ -510,20 +510,20 @@ class LastLine(logging.Handler):
             self.line = record.getMessage()
 
 
-# The exit status of a server that ended itself because its source hangs (--exit-on-hang).
-EXIT_SOURCE_HANGS = 3
+# The exit status of a server that ended itself because its source or an inference hangs (--exit-on-hang).
+EXIT_HUNG = 3
 
 
 def exit_for_a_new_process(reason):
-    """End the process at once: a source's read or open that never returns holds the device, which
-    only a new process can open again, and its thread would hold an orderly exit too. uWSGI's
-    master starts a new worker; a supervisor (Docker's --restart, systemd's Restart=) a new
-    server."""
+    """End the process at once: a source's read or open, or an inference, that never returns holds
+    the device, which only a new process can open again, and its thread would hold an orderly exit
+    too. uWSGI's master starts a new worker; a supervisor (Docker's --restart, systemd's Restart=)
+    a new server."""
     log.error("%s: a driver call that does not return holds the device until this process ends; exiting "
-              "(status %d) for a new one (--exit-on-hang 0 keeps waiting instead)", reason, EXIT_SOURCE_HANGS)
+              "(status %d) for a new one (--exit-on-hang 0 keeps waiting instead)", reason, EXIT_HUNG)
     for handler in logging.getLogger().handlers + log.handlers:
         handler.flush()
-    os._exit(EXIT_SOURCE_HANGS)
+    os._exit(EXIT_HUNG)
 
 
 class Pipeline(object):
@@ -1644,10 +1644,11 @@ def add_serve_options(parser):
                             "(default %(default)s)")
     group.add_argument("--exit-on-hang", type=ranged(float, 0.0), default=env("EXIT_ON_HANG", 60), metavar="SECONDS",
                        help="end the server (exit status 3) when a live source has given no frame for this long "
-                            "without failing, or its opening has not returned: a driver call that never returns "
-                            "holds the camera until the process ends. Under --production uWSGI starts a new "
-                            "worker at once; otherwise a supervisor (Docker's --restart, systemd's Restart=) "
-                            "must start it again. 0 = keep waiting (default %(default)s)")
+                            "without failing, its opening has not returned, or an inference has not: a driver "
+                            "call that never returns holds the camera or GPU until the process ends. Under "
+                            "--production uWSGI starts a new worker at once; otherwise a supervisor (Docker's "
+                            "--restart, systemd's Restart=) must start it again. 0 = keep waiting (default "
+                            "%(default)s)")
     group.add_argument("--frames-in-flight", type=count, default=env("FRAMES_IN_FLIGHT", 0), metavar="N",
                        help="frames inferred at once by ONNX Runtime on the CPU, each on its share of "
                             "the cores; 2 gives more FPS than 1 (no cores wait for each other) at "

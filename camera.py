@@ -928,8 +928,9 @@ class Camera(object):
     """One source, one detector, one pipeline; any number of viewers.
 
     States: starting, streaming, reconnecting, stalled (a source that gives no frames
-    without failing), error (an inference failed), idle (paused for lack of viewers,
-    or a file waiting for its first), ended (a file without --loop), stopped.
+    without failing, or an inference that does not return), error (an inference failed),
+    idle (paused for lack of viewers, or a file waiting for its first), ended (a file
+    without --loop), stopped.
     """
 
     STATES = ("starting", "streaming", "reconnecting", "stalled", "error", "idle", "ended", "stopped")
@@ -944,10 +945,10 @@ class Camera(object):
 
     def __init__(self, source, detector, jpeg_quality=80, idle_stop=0.0, max_viewers=0, encoders=None,
                  on_hang=None, hang_seconds=60.0):
-        """on_hang(reason): called once when a live source has given no frame for `hang_seconds`
-        (or longer, where it is stalled only later) without failing, or its open() has not returned
-        for as long: a driver call that never returns holds the device, which only a new process
-        can open again."""
+        """on_hang(reason): called once when the pipeline has been stalled for `hang_seconds` (a
+        live source that gives no frame without failing, an inference that has not returned) or
+        the source's open() has not returned for as long: a driver call that never returns holds
+        the device (camera or GPU), which only a new process can open again."""
         self.source = source
         self.detector = detector
         self.jpeg_quality = int(jpeg_quality)
@@ -987,6 +988,7 @@ class Camera(object):
         self._captured = None  # (capture number, frame, blob or None, captured_at)
         self._next_start_at = 0.0  # no frame is started before then (STAGGER)
         self._free_at = [0.0] * detector.engine.frames_in_flight  # when each detector expects to be free
+        self._busy_since = [0.0] * len(self._free_at)  # when each detector took the frame it works on, or 0
         self._jobs = collections.deque()
         # detect -> render hand-over, with one frame in flight (with several, each detector renders its own)
         self._detected = threading.Condition()
@@ -1115,9 +1117,9 @@ class Camera(object):
         now = time.monotonic()
         latest = self.broadcast.latest()
         state, last_error = self.state, self.last_error
-        stalled = self._stalled_for(now)
+        stalled, why = self._stall(now)
         if stalled:
-            state, last_error = "stalled", self._stall_reason(stalled)
+            state, last_error = "stalled", why
         stats = dict(self.counters)
         stats.update({
             "state": state,
@@ -1156,25 +1158,32 @@ class Camera(object):
         gaps between frames are no outage."""
         return max(seconds, 3 * self.capture_interval)
 
-    def _stalled_for(self, now):
-        """Seconds since the last frame of a source that should be streaming but is stalled, else 0."""
+    def _stall(self, now):
+        """(seconds, why) for a pipeline that should be streaming but gives viewers no new frame:
+        its source gives none without failing (a hung driver), or an inference has not returned (a
+        hung GPU) while no other detector published a frame; else (0, None)."""
+        if self.state != "streaming":
+            return 0.0, None
         quiet = now - self.last_capture_at
-        if self.state == "streaming" and quiet > self._or_three_intervals(self.STALL_SECONDS):
-            return quiet
-        return 0.0
+        if quiet > self._or_three_intervals(self.STALL_SECONDS):
+            return quiet, "no frame from {} for {:.0f} s".format(self.source.uri, quiet)
+        started = min([since for since in self._busy_since if since] or [now])
+        live = self.last_live_frame
+        inferring = now - started
+        if (inferring > max(self.STALL_SECONDS, 3 * self.timings["inference_ms"] / 1000.0)
+                and (live is None or live.published_at < started)):
+            return inferring, "an inference has not returned for {:.0f} s".format(inferring)
+        return 0.0, None
 
-    def _hang_reason(self, stalled):
-        """Why the source is taken for hung (an open() or a read that has not returned for
-        hang_seconds), else None."""
+    def _hang_reason(self, stalled, why):
+        """Why the pipeline is taken for hung (a source's open() or read, or an inference, that has
+        not returned for hang_seconds), else None."""
         opening = time.monotonic() - self._opening_since if self._opening_since else 0.0
         if opening >= self.hang_seconds:
             return "opening {} has not returned for {:.0f} s".format(self.source.uri, opening)
         if stalled and stalled >= self.hang_seconds:
-            return self._stall_reason(stalled)
+            return why
         return None
-
-    def _stall_reason(self, stalled):
-        return "no frame from {} for {:.0f} s".format(self.source.uri, stalled)
 
     # threads
     def _idle(self):
@@ -1342,10 +1351,16 @@ class Camera(object):
     def _detect_loop(self, slot):
         while not self._stop.is_set():
             job, captured = self._take_work(slot)
-            if job is not None:
-                self._run_job(job)
-            elif captured is not None:
-                self._detect_frame(*captured)
+            if job is None and captured is None:
+                continue
+            self._busy_since[slot] = time.monotonic()
+            try:
+                if job is not None:
+                    self._run_job(job)
+                else:
+                    self._detect_frame(*captured)
+            finally:
+                self._busy_since[slot] = 0.0
 
     def _take_work(self, slot):
         """(upload job, None), (None, captured frame), or (None, None) after a quiet half second.
@@ -1457,18 +1472,17 @@ class Camera(object):
                 self._render_failures = 0
 
     def _show_stall(self):
-        """Mark the picture STALLED, once, when the source stops giving frames without failing:
-        viewers would otherwise watch a frozen picture that looks live."""
+        """Mark the picture STALLED, once, when the source stops giving frames without failing or
+        an inference does not return: viewers would otherwise watch a frozen picture that looks live."""
         with self._render_lock:  # not between a detector's live frames
-            stalled = self._stalled_for(time.monotonic())
+            stalled, why = self._stall(time.monotonic())
             if stalled and not self._stall_shown:
                 self._stall_shown = True
-                reason = self._stall_reason(stalled)
-                log.warning("%s; waiting for it (a source that fails is reopened, %s)", reason,
-                            "one that hangs is given up after {:g} s".format(self.hang_seconds)
-                            if self.on_hang is not None else "one that hangs is not")
-                self._publish_status("stalled", reason)
-            hang = self._hang_reason(stalled)
+                log.warning("%s; waiting for it, %s", why,
+                            "at most {:g} s (--exit-on-hang)".format(self.hang_seconds)
+                            if self.on_hang is not None else "without end (--exit-on-hang 0)")
+                self._publish_status("stalled", why)
+            hang = self._hang_reason(stalled, why)
             if hang and self.on_hang is not None and not self._hang_told:
                 self._hang_told = True
                 self.on_hang(hang)

@@ -732,6 +732,39 @@ def test_a_source_whose_opening_does_not_return_is_told_for_a_new_process(red_sq
         camera.stop()
 
 
+def test_an_inference_that_does_not_return_is_marked_stalled_and_told_for_a_new_process(
+        red_square_model, monkeypatch, caplog):
+    """A hung GPU (one frame in flight, as TensorRT's): capture goes on, so the source is not
+    what stalls."""
+    caplog.set_level("INFO", "streamdetect.camera")
+    monkeypatch.setattr(Camera, "STALL_SECONDS", 1.0)
+    detector = Detector(red_square_model, backend="onnxruntime")
+    run, resume, calls = detector.run, threading.Event(), itertools.count()
+
+    def run_that_hangs_after_ten(blob):
+        if next(calls) >= 10:
+            resume.wait()
+        return run(blob)
+    detector.run = run_that_hangs_after_ten
+    told = []
+    camera = Camera(open_source("test://?fps=30"), detector, on_hang=told.append, hang_seconds=2.5).start()
+    try:
+        assert wait_until(lambda: camera.latest_frame().status == "stalled", 5)
+        stats = camera.stats()
+        assert stats["state"] == "stalled" and stats["last_error"].startswith("an inference has not returned for ")
+        assert not camera.healthy() and told == []
+        assert "an inference has not returned for 1 s; waiting for it, at most 2.5 s" in caplog.text
+        assert wait_until(lambda: told, 5)
+        time.sleep(1.0)
+        assert len(told) == 1 and re.match(r"an inference has not returned for [2-4] s$", told[0])
+        resume.set()
+        assert wait_until(lambda: camera.latest_frame().status is None, 5)
+        assert camera.stats()["state"] == "streaming" and camera.healthy()
+    finally:
+        resume.set()
+        camera.stop()
+
+
 def test_a_slow_slide_show_is_neither_stalled_nor_unhealthy_between_its_pictures(tmp_path, red_square_model,
                                                                                   monkeypatch):
     """Nor does /healthz (and Docker's health check) flap between a slow source's frames."""
