@@ -90,8 +90,10 @@
   var img = document.getElementById("stream");
   var streamUrl = new URL(img.src);
   var viewer = streamUrl.searchParams.get("viewer");
-  var shown = false;  // whether the stream opened last has shown a picture
-  var streamRefused = false;  // the image failed and none has loaded since (the server full?)
+  // Whether the stats have said that the server streams to `viewer`: Chromium fires no load
+  // event while a multipart stream goes on, so the picture itself cannot tell.
+  var streamed = false;
+  var streamRefused = false;  // the image failed and has not streamed since (the server full?)
   var notStreamed = 0;  // polls in a row that found the server not streaming to `viewer`
   var outage = false;
   var startedAt = null;
@@ -100,7 +102,7 @@
     if (document.hidden) { return; }
     viewer = Math.random().toString(36).slice(2) + Date.now().toString(36);
     streamUrl.searchParams.set("viewer", viewer);
-    shown = false;
+    streamed = false;
     notStreamed = 0;
     img.src = streamUrl.href;
   }
@@ -109,7 +111,7 @@
     streamRefused = true;
     setTimeout(reopenStream, 2000);
   }
-  img.addEventListener("load", function () { shown = true; streamRefused = false; });
+  img.addEventListener("load", function () { streamRefused = false; });
   img.addEventListener("error", streamFailed);
   if (img.complete && !img.naturalWidth && img.getAttribute("src")) {
     streamFailed();  // refused before this script was there to hear it
@@ -130,7 +132,12 @@
       fetch(url(panel.dataset.detections)).then(function (r) { return r.json(); })
     ]).then(function (results) {
       if (results[0].error) { throw new Error(results[0].error); }
-      var cut = shown && asked === viewer && results[0].viewer_connected === false;
+      var current = asked === viewer;
+      if (current && results[0].viewer_connected === true) {
+        streamed = true;
+        streamRefused = false;
+      }
+      var cut = streamed && current && results[0].viewer_connected === false;
       notStreamed = cut ? notStreamed + 1 : 0;
       if (outage || (startedAt !== null && results[0].started_at !== startedAt) || notStreamed >= 2) {
         reopenStream();

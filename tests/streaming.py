@@ -313,10 +313,12 @@ def frozen_viewer(port, path="/video_feed"):
 class StreamCuttingProxy(object):
     """A TCP proxy in front of a server on `port` that can cut the connections carrying
     /video_feed while the server and the others go on, as a network does to a laptop that
-    slept or a phone that changed networks."""
+    slept or a phone that changed networks. With `script_delay`, the page's scripts come that
+    many seconds late, after its first picture, as they can on a slow link."""
 
-    def __init__(self, port):
+    def __init__(self, port, script_delay=0.0):
         self.upstream_port = port
+        self.script_delay = script_delay
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(16)
@@ -346,6 +348,8 @@ class StreamCuttingProxy(object):
                     with self._lock:
                         self.streams.append((source, target))
                         self.streams_opened += 1
+                if from_browser and b"GET /static/" in data:
+                    time.sleep(self.script_delay)
                 target.sendall(data)
         except OSError:
             pass
