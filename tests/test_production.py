@@ -2,6 +2,7 @@
 `python app.py serve --production`, on loopback with test:// and a generated model."""
 import hashlib
 import http.client
+import json
 import os
 import re
 import shutil
@@ -352,6 +353,33 @@ def test_nginx_has_two_connections_for_every_uwsgi_thread(tmp_path):
     connections = int(re.search(r"worker_connections (\d+);", (tmp_path / "nginx.conf").read_text()).group(1))
     assert threads == 616 and connections >= 2 * threads
     app.check_nginx_config(nginx, str(tmp_path))  # and nginx takes it
+
+
+def test_nginx_answers_in_json_when_the_app_does_not(tmp_path):
+    """A request nginx cannot pass on (uWSGI between workers, or down) gets the app's JSON
+    form of an error, not nginx's HTML page: scripts parse every answer, and the page shows
+    the reason."""
+    import app
+    port = free_port()
+    args = app.build_parser().parse_args(["serve", "--production", "--port", str(port)])
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    app.write_production_configs(args, str(tmp_path), nginx)  # and no uWSGI behind it
+    alone = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def listening():
+        with socket.socket() as probe:
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+    try:
+        assert wait_until(listening, 5)
+        for path in ("/api/stats", "/", "/video_feed"):
+            status, headers, body = get(port, path)
+            assert status == 502 and headers["Content-Type"] == "application/json"
+            assert json.loads(body.decode()) == {
+                "error": "the app did not answer (a worker restarting, or down: see the log); try again"}
+    finally:
+        alone.terminate()
+        alone.wait(10)
 
 
 def test_http2_is_asked_of_each_nginx_in_its_own_words(tmp_path):
