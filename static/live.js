@@ -90,8 +90,8 @@
   var img = document.getElementById("stream");
   var streamUrl = new URL(img.src);
   var viewer = streamUrl.searchParams.get("viewer");
-  // Whether the stats have said that the server streams to `viewer`: Chromium fires no load
-  // event while a multipart stream goes on, so the picture itself cannot tell.
+  // Whether the stats have said that the server streams to `viewer`: the picture cannot tell,
+  // as Chromium fires its load event once, at the first frame, maybe before this script ran.
   var streamed = false;
   var streamRefused = false;  // the image failed and has not streamed since (the server full?)
   var notStreamed = 0;  // polls in a row that found the server not streaming to `viewer`

@@ -973,7 +973,7 @@ def test_page_reopens_a_stream_cut_while_the_server_runs(server):
     phone that changed networks) freezes the picture without an error event, and the stats
     still come; the page sees that the server no longer streams to it and opens it again.
     Its script comes after the first picture, whose load event is then unheard (Chromium fires
-    none while a multipart stream goes on)."""
+    one, at the first picture, and none after while the stream goes on)."""
     from browser import chromium_page
     with StreamCuttingProxy(server.port, script_delay=1.0) as proxy, chromium_page() as page:
         page.goto(proxy.url + "/")
