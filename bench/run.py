@@ -397,7 +397,7 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit("stopped by SIGTERM"))
     seconds = 0.3 if args.quick else 5.0
     stream_seconds = 2.0 if args.quick else 20.0
-    churn_seconds = 6.0 if args.quick else 600.0
+    churn_seconds = 3.0 if args.quick else 600.0
     stream_rounds, viewer_rounds = (1, 1) if args.quick else (14, 6)
     results = Results()
     with tempfile.TemporaryDirectory() as workdir:

@@ -72,7 +72,7 @@ def test_viewers_that_come_and_go_do_not_disturb_the_others(stack):
     churners = [threading.Thread(target=churn) for _ in range(5)]
     for thread in churners:
         thread.start()
-    time.sleep(8)
+    time.sleep(5)  # some 25 viewers come and go
     stop.set()
     for thread in churners:
         thread.join(10)
