@@ -988,7 +988,7 @@ class Camera(object):
         self._captured = None  # (capture number, frame, blob or None, captured_at)
         self._next_start_at = 0.0  # no frame is started before then (STAGGER)
         self._free_at = [0.0] * detector.engine.frames_in_flight  # when each detector expects to be free
-        self._busy_since = [0.0] * len(self._free_at)  # when each detector took the frame it works on, or 0
+        self._busy_since = [0.0] * len(self._free_at)  # when each detector took the work it does, or 0
         self._jobs = collections.deque()
         # detect -> render hand-over, with one frame in flight (with several, each detector renders its own)
         self._detected = threading.Condition()
@@ -1175,10 +1175,10 @@ class Camera(object):
             return inferring, "an inference has not returned for {:.0f} s".format(inferring)
         return 0.0, None
 
-    def _hang_reason(self, stalled, why):
+    def _hang_reason(self, now, stalled, why):
         """Why the pipeline is taken for hung (a source's open() or read, or an inference, that has
         not returned for hang_seconds), else None."""
-        opening = time.monotonic() - self._opening_since if self._opening_since else 0.0
+        opening = now - self._opening_since if self._opening_since else 0.0
         if opening >= self.hang_seconds:
             return "opening {} has not returned for {:.0f} s".format(self.source.uri, opening)
         if stalled and stalled >= self.hang_seconds:
@@ -1351,16 +1351,10 @@ class Camera(object):
     def _detect_loop(self, slot):
         while not self._stop.is_set():
             job, captured = self._take_work(slot)
-            if job is None and captured is None:
-                continue
-            self._busy_since[slot] = time.monotonic()
-            try:
-                if job is not None:
-                    self._run_job(job)
-                else:
-                    self._detect_frame(*captured)
-            finally:
-                self._busy_since[slot] = 0.0
+            if job is not None:
+                self._run_job(job)
+            elif captured is not None:
+                self._detect_frame(*captured)
 
     def _take_work(self, slot):
         """(upload job, None), (None, captured frame), or (None, None) after a quiet half second.
@@ -1373,16 +1367,16 @@ class Camera(object):
         free again, which capture reads to decide what to decode."""
         quiet_until = time.monotonic() + 0.5
         with self._work:
-            self._free_at[slot] = 0.0
+            self._free_at[slot] = self._busy_since[slot] = 0.0
             while not self._stop.is_set():
                 now = time.monotonic()
                 busy_until = now + self.timings["inference_ms"] / 1000.0
                 if self._jobs:
-                    self._free_at[slot] = busy_until
+                    self._free_at[slot], self._busy_since[slot] = busy_until, now
                     return self._jobs.popleft(), None
                 if self._captured is not None and now >= self._next_start_at:
                     captured, self._captured = self._captured, None
-                    self._free_at[slot] = busy_until
+                    self._free_at[slot], self._busy_since[slot] = busy_until, now
                     in_flight = self.detector.engine.frames_in_flight
                     if in_flight > 1:
                         self._next_start_at = now + STAGGER * self.timings["inference_ms"] / 1000.0 / in_flight
@@ -1475,14 +1469,15 @@ class Camera(object):
         """Mark the picture STALLED, once, when the source stops giving frames without failing or
         an inference does not return: viewers would otherwise watch a frozen picture that looks live."""
         with self._render_lock:  # not between a detector's live frames
-            stalled, why = self._stall(time.monotonic())
+            now = time.monotonic()
+            stalled, why = self._stall(now)
             if stalled and not self._stall_shown:
                 self._stall_shown = True
                 log.warning("%s; waiting for it, %s", why,
                             "at most {:g} s (--exit-on-hang)".format(self.hang_seconds)
                             if self.on_hang is not None else "without end (--exit-on-hang 0)")
                 self._publish_status("stalled", why)
-            hang = self._hang_reason(stalled, why)
+            hang = self._hang_reason(now, stalled, why)
             if hang and self.on_hang is not None and not self._hang_told:
                 self._hang_told = True
                 self.on_hang(hang)
