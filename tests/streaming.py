@@ -16,7 +16,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # `serve --production` needs both; tests of the production stack are skipped without them.
-HAS_PRODUCTION_STACK = bool(shutil.which("uwsgi") and (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx")))
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"  # Debian's, where /usr/sbin is not on PATH
+HAS_PRODUCTION_STACK = bool(shutil.which("uwsgi") and os.path.exists(NGINX))
 
 
 def run_app(*args, **kwargs):

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from streaming import HAS_PRODUCTION_STACK, ROOT, Server, Viewer, free_port, frozen_viewer, get, get_json, \
+from streaming import HAS_PRODUCTION_STACK, NGINX, ROOT, Server, Viewer, free_port, frozen_viewer, get, get_json, \
     read_events, red_square_scene, requests_logged_around_polls, run_app, slow_viewer_latencies, taken_port, \
     wait_for_viewers, wait_until, watch, write_clip
 
@@ -347,12 +347,11 @@ def test_nginx_has_two_connections_for_every_uwsgi_thread(tmp_path):
     --max-viewers 600, a fixed 1,024 would have run out at about 500 viewers."""
     import app
     args = app.build_parser().parse_args(["serve", "--production", "--max-viewers", "600"])
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    app.write_production_configs(args, str(tmp_path), nginx)
+    app.write_production_configs(args, str(tmp_path), NGINX)
     threads = int(re.search(r"^threads = (\d+)$", (tmp_path / "uwsgi.ini").read_text(), re.M).group(1))
     connections = int(re.search(r"worker_connections (\d+);", (tmp_path / "nginx.conf").read_text()).group(1))
     assert threads == 616 and connections >= 2 * threads
-    app.check_nginx_config(nginx, str(tmp_path))  # and nginx takes it
+    app.check_nginx_config(NGINX, str(tmp_path))  # and nginx takes it
 
 
 def test_nginx_answers_in_json_when_the_app_does_not(tmp_path):
@@ -362,9 +361,8 @@ def test_nginx_answers_in_json_when_the_app_does_not(tmp_path):
     import app
     port = free_port()
     args = app.build_parser().parse_args(["serve", "--production", "--port", str(port)])
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    app.write_production_configs(args, str(tmp_path), nginx)  # and no uWSGI behind it
-    alone = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
+    app.write_production_configs(args, str(tmp_path), NGINX)  # and no uWSGI behind it
+    alone = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def listening():
@@ -386,10 +384,9 @@ def test_http2_is_asked_of_each_nginx_in_its_own_words(tmp_path):
     """nginx 1.25.1 and later warn at every start about `listen ... http2` (Debian 13 has
     1.26): they get `http2 on;`, which older ones refuse."""
     import app
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    said = subprocess.run([nginx, "-v"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    said = subprocess.run([NGINX, "-v"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           universal_newlines=True).stdout
-    assert ".".join(str(part) for part in app.nginx_version(nginx)) == said.split("nginx/")[1].split()[0]
+    assert ".".join(str(part) for part in app.nginx_version(NGINX)) == said.split("nginx/")[1].split()[0]
     assert app.nginx_version(str(tmp_path / "no-nginx")) == ()
     for version in ((1, 14, 0), (1, 22, 1), (1, 25, 0)):
         assert app.tls_listen("0.0.0.0", 8443, version) == "listen 8443 sndbuf=128k ssl http2;"
