@@ -382,6 +382,8 @@ def why_not_an_image(path):
         return "no such file"
     if os.path.isdir(path):
         return "a folder with no images or videos ({})".format(" ".join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS))
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        return "an empty file (0 bytes; a copy or download that failed?)"
     return "not an image OpenCV can read"
 
 
@@ -867,7 +869,10 @@ def create_app(settings=None, start=False):
             if upload is None:
                 raise HttpError(400, "the multipart upload has no file (curl -F image=@photo.jpg sends one); "
                                      "a picture as the raw body needs another Content-Type")
-            return upload.filename or "upload", upload.read(), thresholds
+            data = upload.read()
+            if not data and upload.filename:  # a file that was sent empty, not a field left without one
+                raise HttpError(400, "{} is an empty file (0 bytes); send the picture itself".format(upload.filename))
+            return upload.filename or "upload", data, thresholds
         return "upload", read_body(request.stream, app.config["MAX_CONTENT_LENGTH"]), thresholds
 
     def detect_upload(name, data, thresholds):

@@ -252,8 +252,10 @@ def test_detect_prints_json_and_writes_annotated_images(tmp_path, red_square_mod
     cv2.imwrite(str(tiff), scene)
     text = tmp_path / "notes.jpg"
     text.write_text("not an image")
+    (tmp_path / "empty.jpg").write_bytes(b"")
     out = tmp_path / "out"
-    result = run("detect", str(good), str(text), str(tmp_path / "missing.jpg"), str(tiff), "--out", str(out),
+    result = run("detect", str(good), str(text), str(tmp_path / "missing.jpg"), str(tmp_path / "empty.jpg"), str(tiff),
+                 "--out", str(out),
                  "--model", red_square_model, "--backend", "onnxruntime")
     assert result.returncode == 1
     line, tiff_line = result.stdout.strip().splitlines()
@@ -270,6 +272,7 @@ def test_detect_prints_json_and_writes_annotated_images(tmp_path, red_square_mod
     errors = result.stderr.strip().splitlines()
     assert any("notes.jpg: not an image" in e for e in errors)
     assert any("missing.jpg: no such file" in e for e in errors)
+    assert any("empty.jpg: an empty file (0 bytes" in e for e in errors)
     assert "Traceback" not in result.stderr
     annotated = cv2.imread(str(out / "scene.png"))
     assert annotated.shape == scene.shape and not np.array_equal(annotated, scene)

@@ -307,6 +307,9 @@ def test_uploads_good_and_bad(server):
                               headers={"Content-Type": "multipart/form-data; boundary=x"})  # not a form
     assert status == 400 and record["error"] == ("the multipart upload has no file (curl -F image=@photo.jpg "
                                                  "sends one); a picture as the raw body needs another Content-Type")
+    body, headers = multipart("image", "photo.jpg", b"")
+    assert get_json(server.port, "/api/detect", method="POST", body=body, headers=headers) == (
+        400, {"error": "photo.jpg is an empty file (0 bytes); send the picture itself"})
     body, headers = multipart("left", "l.jpg", jpeg, "right", "r.jpg", jpeg)
     status, record = get_json(server.port, "/api/detect", method="POST", body=body, headers=headers)
     assert status == 400 and record["error"] == ("the multipart upload has no field 'image' (it has 'left', "
