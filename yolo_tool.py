@@ -303,14 +303,12 @@ class Detector(object):
         self.backend = self.engine.name
         _, _, self.input_h, self.input_w = self.engine.input_shape
 
-        started = time.monotonic()
         try:
             output = self.engine.infer(np.zeros(self.engine.input_shape, dtype=np.float32))
         except Exception as exc:  # it loaded, but its graph does not run (weights that do not fit, say)
             self.engine.close()
             raise ModelError("{} loads but does not run on {}: {}; check the model, or try another --backend "
                              "(python3 app.py check lists them)".format(self.model_name, self.backend, last_line(exc)))
-        self.warmup_ms = (time.monotonic() - started) * 1000.0
         self.num_classes = self._check_output(output.shape)
         if labels is None:
             labels = spec.labels if spec else (VOC_LABELS if self.num_classes == len(VOC_LABELS)
