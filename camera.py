@@ -946,9 +946,10 @@ class Camera(object):
     def __init__(self, source, detector, jpeg_quality=80, idle_stop=0.0, max_viewers=0, encoders=None,
                  on_hang=None, hang_seconds=60.0):
         """on_hang(reason): called once when the pipeline has been stalled for `hang_seconds` (a
-        live source that gives no frame without failing, an inference that has not returned) or
-        the source's open() has not returned for as long: a driver call that never returns holds
-        the device (camera or GPU), which only a new process can open again."""
+        live source that gives no frame without failing), or an inference (even one of several
+        in flight, the others publishing) or the source's open() has not returned for as long: a
+        driver call that never returns holds the device (camera or GPU), which only a new process
+        can open again."""
         self.source = source
         self.detector = detector
         self.jpeg_quality = int(jpeg_quality)
@@ -1167,13 +1168,16 @@ class Camera(object):
         quiet = now - self.last_capture_at
         if quiet > self._or_three_intervals(self.STALL_SECONDS):
             return quiet, "no frame from {} for {:.0f} s".format(self.source.uri, quiet)
-        started = min([since for since in self._busy_since if since] or [now])
+        inferring = self._longest_inference(now)
         live = self.last_live_frame
-        inferring = now - started
         if (inferring > max(self.STALL_SECONDS, 3 * self.timings["inference_ms"] / 1000.0)
-                and (live is None or live.published_at < started)):
+                and (live is None or live.published_at < now - inferring)):
             return inferring, "an inference has not returned for {:.0f} s".format(inferring)
         return 0.0, None
+
+    def _longest_inference(self, now):
+        """Seconds since the detector busy longest took its work (0 when none is busy)."""
+        return now - min([since for since in self._busy_since if since] or [now])
 
     def _hang_reason(self, now, stalled, why):
         """Why the pipeline is taken for hung (a source's open() or read, or an inference, that has
@@ -1183,6 +1187,9 @@ class Camera(object):
             return "opening {} has not returned for {:.0f} s".format(self.source.uri, opening)
         if stalled and stalled >= self.hang_seconds:
             return why
+        inferring = self._longest_inference(now)
+        if inferring >= self.hang_seconds:  # one of several detectors, while the others still publish
+            return "an inference has not returned for {:.0f} s".format(inferring)
         return None
 
     # threads

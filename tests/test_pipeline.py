@@ -765,6 +765,35 @@ def test_an_inference_that_does_not_return_is_marked_stalled_and_told_for_a_new_
         camera.stop()
 
 
+def test_one_of_two_detectors_that_hangs_is_told_for_a_new_process(red_square_model, monkeypatch):
+    """The other detector goes on publishing, at half the rate: no stall to mark, but the hung
+    one would hold its share of the device until the process ends."""
+    monkeypatch.setattr(Camera, "STALL_SECONDS", 0.5)
+    detector = Detector(red_square_model, backend="onnxruntime", frames_in_flight=2)
+    run, resume, calls = detector.run, threading.Event(), itertools.count()
+
+    def run_that_hangs_once(blob):
+        if next(calls) == 10:
+            resume.wait()
+        return run(blob)
+    detector.run = run_that_hangs_once
+    told, statuses = [], set()
+    camera = Camera(open_source("test://?fps=30"), detector, on_hang=told.append, hang_seconds=2.0).start()
+    try:
+        assert wait_until(lambda: camera.stats()["frames_inferred"] >= 15, 5)  # the other detector went on
+        published = camera.stats()["frames_published"]
+        deadline = time.monotonic() + 4.0
+        while not told and time.monotonic() < deadline:
+            statuses.add(camera.latest_frame().status)
+            time.sleep(0.05)
+        time.sleep(0.6)  # another check or more
+        assert len(told) == 1 and re.match(r"an inference has not returned for [2-3] s$", told[0]), told
+        assert camera.stats()["frames_published"] > published and statuses == {None}
+    finally:
+        resume.set()
+        camera.stop()
+
+
 def test_a_slow_slide_show_is_neither_stalled_nor_unhealthy_between_its_pictures(tmp_path, red_square_model,
                                                                                   monkeypatch):
     """Nor does /healthz (and Docker's health check) flap between a slow source's frames."""
