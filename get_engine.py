@@ -296,10 +296,19 @@ class TensorRTEngine(Engine):
             os.makedirs(cache_folder, exist_ok=True)
         except OSError:
             pass  # the engine is built all the same; _save says it cannot be kept
-        engine = self._load_cached()
+        calibration = None
+        if self.precision == "int8" and calibration_images and os.path.isdir(calibration_images):
+            calibration = calibration_fingerprint(calibration_images)
+        stale = calibration and not self._calibrated_on(calibration, calibration_images)
+        engine = None if stale else self._load_cached()
         if engine is None:
             serialized = self._build(builder, workspace_mb, calibration_images, input_scale)
             self._save(serialized)
+            if calibration:
+                try:
+                    write_atomically(self.engine_path + ".calibrated-from", calibration.encode())
+                except OSError:
+                    pass  # the engine's own save says why; it is then calibrated again next time
             engine = trt.Runtime(self.logger).deserialize_cuda_engine(serialized)
             if engine is None:
                 raise EngineError("TensorRT could not load the engine it just built from {}".format(self.model_path))
@@ -343,6 +352,26 @@ class TensorRTEngine(Engine):
         except OSError as exc:
             log.warning("cannot save the engine to %s (%s); it will be built again at the next start "
                         "($STREAMDETECT_HOME sets where engines are kept)", self.engine_path, exc.strerror or exc)
+
+    def _calibrated_on(self, fingerprint, folder):
+        """Whether the cached INT8 engine was calibrated on the images of `folder`; if not, it and
+        the calibration cache are removed: given other images, a user expects them used."""
+        recorded = self.engine_path + ".calibrated-from"
+        try:
+            with open(recorded, "rb") as handle:
+                if handle.read().decode() == fingerprint:
+                    return True
+        except (IOError, OSError, UnicodeError):
+            pass
+        if os.path.isfile(self.engine_path):
+            log.info("cached engine %s was calibrated on other images than --calibration-images %s; "
+                     "calibrating and building it again", self.engine_path, folder)
+        for stale in (self.engine_path, self.engine_path + ".calibration", recorded):
+            try:
+                os.remove(stale)
+            except OSError:
+                pass  # absent (in a read-only cache, the old calibration cache is still read)
+        return False
 
     def _load_cached(self):
         if not os.path.isfile(self.engine_path):
@@ -433,17 +462,34 @@ class TensorRTEngine(Engine):
             runner.release()
 
 
-def calibration_batches(folder, input_shape, input_scale, limit=200):
-    """INT8 calibration input: up to `limit` images of `folder`, pre-processed like frames."""
+def calibration_files(folder, limit=200):
+    """The files that calibrate an INT8 engine: the first `limit` of `folder`, by name."""
+    return sorted(os.path.join(folder, name) for name in os.listdir(folder))[:limit]
+
+
+def calibration_fingerprint(folder):
+    """What the calibration set is: its files' names, sizes and modification times (reading
+    them would take about as long as calibrating)."""
+    entries = []
+    for path in calibration_files(folder):
+        try:
+            status = os.stat(path)
+        except OSError:  # a broken link: no image either
+            continue
+        entries.append("{}|{}|{}".format(os.path.basename(path), status.st_size, status.st_mtime_ns))
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()
+
+
+def calibration_batches(folder, input_shape, input_scale):
+    """INT8 calibration input: the images of calibration_files(folder), pre-processed like frames."""
     import cv2
     import data_processing
     if not folder or not os.path.isdir(folder):
         raise EngineError("--precision int8 needs --calibration-images DIR: a folder of images like "
                           "the ones the camera sees (a few hundred)")
-    paths = sorted(os.path.join(folder, name) for name in os.listdir(folder))[:limit]
     _, _, height, width = input_shape
     batches = []
-    for path in paths:
+    for path in calibration_files(folder):
         image = cv2.imread(path, cv2.IMREAD_COLOR)
         if image is not None:
             batches.append(data_processing.preprocess(image, (height, width), input_scale))

@@ -246,11 +246,13 @@ class FakeCuda(object):
                                              "profile has been defined.")
                     return None
                 calibrator = config.int8_calibrator
-                while calibrator is not None:
-                    pointers = calibrator.get_batch(["image"])
-                    if pointers is None:
-                        break
-                    fake.calibration_maxima.append(float(fake.memory[pointers[0]].view(np.float32).max()))
+                if calibrator is not None and calibrator.read_calibration_cache() is None:  # else no batches
+                    while True:
+                        pointers = calibrator.get_batch(["image"])
+                        if pointers is None:
+                            break
+                        fake.calibration_maxima.append(float(fake.memory[pointers[0]].view(np.float32).max()))
+                    calibrator.write_calibration_cache(b"FAKE-CALIBRATION")
                 shapes = dict((tensor.name, [int(dim) for dim in tensor.shape]) for tensor in network.inputs)
                 return MAGIC + json.dumps(shapes).encode() + b"\n" + network.onnx
 

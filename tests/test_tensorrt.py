@@ -235,6 +235,14 @@ def test_int8_calibrates_from_a_folder_of_images(monkeypatch, tmp_path, small_mo
                 input_scale=1 / 255.0)
     assert len(fake.builds) == 2 and len(engine_files(tmp_path)) == 2
     assert np.allclose(fake.calibration_maxima[3:], [0.0, 60 / 255.0, 120 / 255.0])
+    open_engine(fake, monkeypatch, small_model, tmp_path, precision="int8", calibration_images=str(images))
+    open_engine(fake, monkeypatch, small_model, tmp_path, precision="int8")  # the cached engine, images or not
+    assert len(fake.builds) == 2
+    # Other images: the cached engine and its calibration cache would ignore them.
+    cv2.imwrite(str(images / "3.png"), np.full((60, 80, 3), 200, np.uint8))
+    open_engine(fake, monkeypatch, small_model, tmp_path, precision="int8", calibration_images=str(images))
+    assert len(fake.builds) == 3 and len(engine_files(tmp_path)) == 2
+    assert fake.calibration_maxima[6:] == [0.0, 60.0, 120.0, 200.0]
 
 
 def test_tensorrt_11_fp16_needs_a_converted_model(monkeypatch, tmp_path, small_model):
