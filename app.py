@@ -31,8 +31,8 @@ import numpy as np
 from camera import CAPTURE_LIMITS, FLIPS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, Camera, SourceError, TooManyViewers, \
     encode_opencv, files_in, fitted, number_in_range, open_source, quiet_opencv, reported_fps, resolve_source
 from get_engine import BACKENDS, PRECISIONS, EngineError, ModelError
-from yolo_tool import DEFAULT_MODEL, NAMED_MODELS, Detection, Detector, cache_dir, draw_detections, parse_anchors, \
-    read_labels, resolve_model, slip_for
+from yolo_tool import DEFAULT_MODEL, NAMED_MODELS, Detection, Detector, cache_dir, cached_model, draw_detections, \
+    parse_anchors, read_labels, resolve_model, slip_for
 
 log = logging.getLogger("streamdetect")
 
@@ -437,6 +437,13 @@ def cmd_check(args):
     print("auto source   " + resolve_source("auto"))
     try:
         print("model cache   " + cache_dir())
+        path, state = cached_model(DEFAULT_MODEL)
+        print("model         {} ({}): {}".format(DEFAULT_MODEL, path, {
+            "missing": "not downloaded yet ({:.0f} MB, at the first start or by fetch-model)".format(
+                NAMED_MODELS[DEFAULT_MODEL].size / 1e6),
+            "incomplete": "incomplete, downloaded again at the next start (or by fetch-model)",
+            "damaged": "damaged (its SHA-256 is not the model's), downloaded again at the next start",
+            "verified": "present, SHA-256 verified"}[state]))
     except ModelError as exc:  # reported, as a backend that cannot run is
         print("model cache   " + str(exc))
     return 0
@@ -1740,8 +1747,8 @@ def build_parser():
     check = commands.add_parser(
         "check", parents=[common], help="show what this machine offers and what auto will use",
         description="Print Python, OpenCV (and its GStreamer support), the inference backends and why "
-                    "each can or cannot run, CUDA devices, cameras, and what --backend auto and "
-                    "--source auto will pick.")
+                    "each can or cannot run, CUDA devices, cameras, what --backend auto and "
+                    "--source auto will pick, and whether the model is downloaded (and intact).")
     check.set_defaults(handler=cmd_check)
 
     compare = commands.add_parser(

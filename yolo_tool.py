@@ -184,17 +184,15 @@ def resolve_model(model):
     """Model name or ONNX path -> local path, downloading a named model on first use."""
     if model in NAMED_MODELS:
         spec = NAMED_MODELS[model]
-        path = os.path.join(cache_dir("models"), spec.filename)
         own_url = os.environ.get("STREAMDETECT_MODEL_URL")
         urls = (own_url,) if own_url else spec.urls
-        if os.path.isfile(path) and os.path.getsize(path) == spec.size:
-            # checked at every start (a fraction of a second): an SD card's bit rot would
-            # otherwise give wrong detections, or a corrupt-model error, for good
-            if file_sha256(path) == spec.sha256:
-                return path
+        path, state = cached_model(model)
+        if state == "verified":
+            return path
+        if state == "damaged":
             log.warning("model file %s is damaged (its SHA-256 is not the model's); downloading it again "
                         "from %s", path, urls[0])
-        elif os.path.isfile(path):
+        elif state == "incomplete":
             log.warning("model file %s is incomplete (%d of %d bytes); downloading it again from %s",
                         path, os.path.getsize(path), spec.size, urls[0])
         else:
@@ -213,6 +211,19 @@ def resolve_model(model):
         raise ModelError("model '{}' is neither a file nor a known name ({}); pass --model PATH "
                          "to an ONNX file".format(model, ", ".join(sorted(NAMED_MODELS))))
     return model
+
+
+def cached_model(name):
+    """(path, state) of a named model's copy in the cache: "missing", "incomplete", "damaged" or
+    "verified". Checked at every start (a fraction of a second): an SD card's bit rot would
+    otherwise give wrong detections, or a corrupt-model error, for good."""
+    spec = NAMED_MODELS[name]
+    path = os.path.join(cache_dir("models"), spec.filename)
+    if not os.path.isfile(path):
+        return path, "missing"
+    if os.path.getsize(path) != spec.size:
+        return path, "incomplete"
+    return path, "verified" if file_sha256(path) == spec.sha256 else "damaged"
 
 
 def read_labels(path):

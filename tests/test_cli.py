@@ -455,13 +455,19 @@ def test_detect_with_nothing_to_read_says_so_before_loading_the_model(tmp_path):
         ".mpg .mpeg .mjpeg .mjpg)".format(tmp_path / "empty"))]
 
 
-def test_check_tells_what_auto_will_use():
+def test_check_tells_what_auto_will_use(tmp_path):
     result = run("check")
     assert result.returncode == 0
     lines = result.stdout.splitlines()
     assert any(line.startswith("backend       onnxruntime:") for line in lines)
     assert any(line.startswith("backend       tensorrt:") for line in lines)
     assert "auto backend  onnxruntime" in result.stdout or "auto backend  tensorrt" in result.stdout
+    copy = tmp_path / "home" / "models" / "tinyyolov2-8.onnx"  # the isolated STREAMDETECT_HOME's
+    assert lines[-1] == "model         tinyyolov2-voc ({}): not downloaded yet (63 MB, at the first start or by " \
+                        "fetch-model)".format(copy)
+    copy.write_bytes(b"the first bytes of a download that broke off")
+    assert run("check").stdout.splitlines()[-1].endswith("): incomplete, downloaded again at the next start (or by "
+                                                         "fetch-model)")
 
 
 def test_compare_onnxruntime_and_opencv(tiny_yolov2_model, tmp_path):
