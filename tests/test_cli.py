@@ -255,8 +255,7 @@ def test_detect_prints_json_and_writes_annotated_images(tmp_path, red_square_mod
     (tmp_path / "empty.jpg").write_bytes(b"")
     out = tmp_path / "out"
     result = run("detect", str(good), str(text), str(tmp_path / "missing.jpg"), str(tmp_path / "empty.jpg"), str(tiff),
-                 "--out", str(out),
-                 "--model", red_square_model, "--backend", "onnxruntime")
+                 "--out", str(out), "--model", red_square_model, "--backend", "onnxruntime")
     assert result.returncode == 1
     line, tiff_line = result.stdout.strip().splitlines()
     assert "frame" not in json.loads(tiff_line) and cv2.imread(str(out / "scene.jpg")).shape == scene.shape
