@@ -306,7 +306,7 @@ class TensorRTEngine(Engine):
             self._save(serialized)
             if calibration:
                 try:
-                    write_atomically(self.engine_path + ".calibrated-from", calibration.encode())
+                    write_atomically(self._calibration_record, calibration.encode())
                 except OSError:
                     pass  # the engine's own save says why; it is then calibrated again next time
             engine = trt.Runtime(self.logger).deserialize_cuda_engine(serialized)
@@ -353,12 +353,21 @@ class TensorRTEngine(Engine):
             log.warning("cannot save the engine to %s (%s); it will be built again at the next start "
                         "($STREAMDETECT_HOME sets where engines are kept)", self.engine_path, exc.strerror or exc)
 
+    @property
+    def _calibration_cache(self):
+        """TensorRT's INT8 scales for the engine, kept so that a rebuild skips calibration."""
+        return self.engine_path + ".calibration"
+
+    @property
+    def _calibration_record(self):
+        """Which images the engine was calibrated on (calibration_fingerprint)."""
+        return self.engine_path + ".calibrated-from"
+
     def _calibrated_on(self, fingerprint, folder):
         """Whether the cached INT8 engine was calibrated on the images of `folder`; if not, it and
         the calibration cache are removed: given other images, a user expects them used."""
-        recorded = self.engine_path + ".calibrated-from"
         try:
-            with open(recorded, "rb") as handle:
+            with open(self._calibration_record, "rb") as handle:
                 if handle.read().decode() == fingerprint:
                     return True
         except (IOError, OSError, UnicodeError):
@@ -366,7 +375,7 @@ class TensorRTEngine(Engine):
         if os.path.isfile(self.engine_path):
             log.info("cached engine %s was calibrated on other images than --calibration-images %s; "
                      "calibrating and building it again", self.engine_path, folder)
-        for stale in (self.engine_path, self.engine_path + ".calibration", recorded):
+        for stale in (self.engine_path, self._calibration_cache, self._calibration_record):
             try:
                 os.remove(stale)
             except OSError:
@@ -440,7 +449,7 @@ class TensorRTEngine(Engine):
             import common
             config.int8_calibrator = common.make_calibrator(
                 trt, self.cuda, calibration_batches(calibration_images, self.input_shape, input_scale),
-                self.engine_path + ".calibration")
+                self._calibration_cache)
             config.set_flag(trt.BuilderFlag.INT8)
         what = "building the TensorRT engine ({}, workspace {} MB)".format(self.precision, workspace_mb)
         log.info("%s from %s; this takes minutes on a Jetson Nano", what, self.model_path)
