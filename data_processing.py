@@ -29,9 +29,7 @@ def sigmoid(x):
 
 # Up to this share of the cells passing on objectness alone (a real model's scene:
 # a handful of the 845), the candidates are gathered and scored; beyond (random
-# weights, a low --conf), scoring every cell in place costs less than gathering.
-# Measured here, decoding alone: 608 candidates (random weights) 0.072 ms gathered,
-# 0.026 ms in place; a handful 0.006 vs 0.027.
+# weights, a low --conf), scoring every cell in place costs less (docs/design.md).
 GATHER_SHARE = 0.2
 
 
@@ -108,8 +106,7 @@ def pairwise_iou(boxes):
 
 # Up to this many candidates one IoU matrix for all classes is the faster (fewest
 # NumPy calls); beyond, one matrix per class (a twentieth of the pairs with 20
-# classes). Measured here: 100 candidates 0.13 ms with one matrix, 0.63 ms with one
-# per class; 400: 2.7 vs 0.7 ms; 845 (every cell, --conf 0): 12.8 vs 1.1 ms.
+# classes; docs/design.md has the timings).
 ONE_MATRIX_MAX = 160
 
 

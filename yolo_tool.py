@@ -1,10 +1,6 @@
-"""The Tiny YOLOv2 model: its files and verified download, labels, anchors,
-the `Detector` (pre-processing -> engine -> decoding) and drawing of results.
-"""
-import colorsys
+"""The Tiny YOLOv2 model: its files and verified download, labels, anchors, and the
+`Detector` (pre-processing -> engine -> decoding)."""
 import contextlib
-import difflib
-import functools
 import glob
 import hashlib
 import logging
@@ -12,13 +8,16 @@ import os
 import sys
 import tempfile
 import time
-import unicodedata
 
 import cv2
 import numpy as np
 
 import data_processing
-from get_engine import ModelError, create_engine, file_sha256, last_line
+from drawing import class_colors, drawn_label
+from engine_files import file_sha256
+from errors import ModelError
+from get_engine import create_engine, last_line
+from parsing import slip_for
 
 log = logging.getLogger("streamdetect.model")
 
@@ -273,19 +272,10 @@ class Detection(object):
                 "box": [round(v, 1) for v in self.box]}
 
 
-def slip_for(name, names):
-    """The one of `names` that `name` looks like a slip for (a letter off, another case, a
-    longer or shorter word: class, Conf, confidence), or None; of several, the most alike
-    (MODELURL: MODEL_URL, not MODEL), then the first in `names`' order."""
-    lowered = {candidate.lower(): candidate for candidate in names}
-    name = name.lower()
-    likeness = {candidate: difflib.SequenceMatcher(None, name, candidate).ratio() for candidate in lowered}
-
-    def prefixed(candidate):
-        shorter, longer = sorted((name, candidate), key=len)
-        return len(shorter) >= 3 and longer.startswith(shorter)
-    likely = [candidate for candidate in lowered if prefixed(candidate) or likeness[candidate] >= 0.75]
-    return lowered[max(likely, key=likeness.get)] if likely else None
+def result_record(image, width, height, backend, inference_ms, detections):
+    """The JSON object `detect` prints and /api/detect returns."""
+    return {"image": image, "width": width, "height": height, "backend": backend,
+            "inference_ms": round(inference_ms, 2), "detections": [d.to_dict() for d in detections]}
 
 
 class Detector(object):
@@ -406,84 +396,3 @@ class Detector(object):
 
     def close(self):
         self.engine.close()
-
-
-def class_colors(count):
-    """A distinct, stable BGR colour per class (hues spread by the golden ratio)."""
-    colors = []
-    for index in range(count):
-        r, g, b = colorsys.hsv_to_rgb((index * 0.618033988749895) % 1.0, 0.85, 1.0)
-        colors.append((int(b * 255), int(g * 255), int(r * 255)))
-    return colors
-
-
-def draw_detections(frame, detections, colors):
-    """Draw each box with its label and score onto `frame` in place: the boxes first, so that
-    no box's line crosses a label."""
-    height, width = frame.shape[:2]
-    thickness = max(1, int(round(min(width, height) / 240.0)))
-    font_scale = max(0.4, min(width, height) / 900.0)
-    texts = ["{} {:.2f}".format(drawn_label(det.label, det.class_id), det.score) for det in detections]
-    sizes = [cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, 1) for text in texts]
-    places = label_places([det.box for det in detections], [(w + 4, h + base + 2) for (w, h), base in sizes],
-                          width, height)
-    for det in detections:
-        x1, y1, x2, y2 = [int(round(v)) for v in det.box]
-        cv2.rectangle(frame, (x1, y1), (x2, y2), colors[det.class_id % len(colors)], thickness)
-    for det, text, ((_, text_h), _), (left, top, right, bottom) in zip(detections, texts, sizes, places):
-        cv2.rectangle(frame, (left, top), (right, bottom), colors[det.class_id % len(colors)], -1)
-        cv2.putText(frame, text, (left + 2, top + text_h + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale,
-                    (0, 0, 0), 1, cv2.LINE_AA)
-    return frame
-
-
-# The Latin letters that Unicode does not decompose into an ASCII letter and accents.
-LATIN_LETTERS_WITHOUT_ASCII_FORM = str.maketrans({"ß": "ss", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o",
-                                                  "Ø": "O", "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "ð": "d",
-                                                  "Ð": "D", "þ": "th", "Þ": "Th", "ı": "i"})
-
-
-@functools.lru_cache(maxsize=None)
-def drawn_label(label, class_id):
-    """The label as OpenCV can draw it. Before OpenCV 5, putText draws a '?' for each byte beyond
-    ASCII: Latin letters are then drawn without accents ('café' -> 'cafe', 'Straße' -> 'Strasse'),
-    and a label of another script as its class number."""
-    if _opencv_draws_unicode() or _is_ascii(label):
-        return label
-    plain = "".join(char for char in unicodedata.normalize("NFKD", label.translate(LATIN_LETTERS_WITHOUT_ASCII_FORM))
-                    if not unicodedata.combining(char))
-    return plain if _is_ascii(plain) else "class {}".format(class_id)
-
-
-def _is_ascii(text):
-    return all(ord(char) < 128 for char in text)
-
-
-@functools.lru_cache(maxsize=None)
-def _opencv_draws_unicode():
-    """Whether putText draws 'é' otherwise than the '??' (one per byte) of OpenCV before 5."""
-    def drawn(text):
-        canvas = np.zeros((24, 24), np.uint8)
-        cv2.putText(canvas, text, (2, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 255, 1)
-        return canvas
-    return not np.array_equal(drawn("\u00e9"), drawn("??"))
-
-
-def label_places(boxes, label_sizes, width, height):
-    """Each label's [left, top, right, bottom]: above its box, else inside its top edge, else
-    below it, else inside its bottom edge - the first place in the picture that covers no
-    label placed before it (boxes side by side would otherwise hide each other's labels);
-    above (or inside the top) when every place is taken."""
-    placed = []
-    for (x1, y1, x2, y2), (label_w, label_h) in zip(boxes, label_sizes):
-        x1, y1, y2 = int(round(x1)), int(round(y1)), int(round(y2))
-        left = max(0, min(x1, width - label_w))
-        tops = [top for top in (y1 - label_h, y1, y2, y2 - label_h) if 0 <= top <= height - label_h]
-        places = [(left, top, left + label_w, top + label_h) for top in tops or [max(0, y1 - label_h)]]
-        free = [place for place in places if not any(_overlap(place, other) for other in placed)]
-        placed.append((free or places)[0])
-    return placed
-
-
-def _overlap(a, b):
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]

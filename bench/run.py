@@ -1,6 +1,6 @@
 """Benchmarks: one command, a table of figures next to their goals.
 
-    python bench/run.py            # full run, rewrites the table in README.md
+    python bench/run.py            # full run, rewrites the table in docs/benchmarks.md
     python bench/run.py --quick    # seconds: checks that every benchmark runs
 
 Models are generated (the real Tiny YOLOv2 architecture, random weights), so
@@ -26,13 +26,15 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import data_processing  # noqa: E402
 import onnx_models  # noqa: E402
-from camera import CAPTURE_LIMITS, SyntheticSource, jpeg_encoders  # noqa: E402
 from clients import cpu_seconds, descendants, process_usage, thread_cpu, watch_many  # noqa: E402
+from drawing import jpeg_encoders  # noqa: E402
 from get_engine import create_engine  # noqa: E402
+from sources import CAPTURE_LIMITS  # noqa: E402
+from sources.synthetic import SyntheticSource  # noqa: E402
 from streaming import Server, free_port  # noqa: E402
 from yolo_tool import VOC_ANCHORS  # noqa: E402
 
-README = os.path.join(ROOT, "README.md")
+TABLE = os.path.join(ROOT, "docs", "benchmarks.md")
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 
 
@@ -391,7 +393,7 @@ def bench_memory(results, stack, worker, churn_seconds):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="a few seconds per benchmark, to check they run; README untouched")
+                        help="a few seconds per benchmark, to check they run; the table untouched")
     args = parser.parse_args(argv)
     # Stopped with SIGTERM, still stop the servers it started (their `with` blocks).
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit("stopped by SIGTERM"))
@@ -413,20 +415,20 @@ def main(argv=None):
     if not args.quick:
         header = "Measured {} on {} ({} cores, Python {}).".format(
             time.strftime("%Y-%m-%d"), platform.machine(), os.cpu_count(), platform.python_version())
-        update_readme(results.markdown(header))
+        update_table(results.markdown(header))
     return 0
 
 
-def update_readme(table):
-    with open(README) as handle:
+def update_table(table):
+    with open(TABLE) as handle:
         text = handle.read()
     if START not in text or END not in text:
-        raise SystemExit("README.md has no {} ... {} markers for the table".format(START, END))
+        raise SystemExit("{} has no {} ... {} markers for the table".format(TABLE, START, END))
     before, rest = text.split(START, 1)
     after = rest.split(END, 1)[1]
-    with open(README, "w") as handle:
+    with open(TABLE, "w") as handle:
         handle.write(before + START + "\n" + table + "\n" + END + after)
-    print("README.md table updated")
+    print("docs/benchmarks.md table updated")
 
 
 if __name__ == "__main__":

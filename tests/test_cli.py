@@ -10,6 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from errors import SourceError
+from parsing import slip_for
+from settings import build_parser, detector_from_args
+from sources import open_source
 from streaming import ROOT, free_port, red_square_scene, run_app as run, taken_port, write_clip
 
 
@@ -38,7 +42,6 @@ def test_frames_in_flight_must_be_a_count():
 
 def test_out_of_range_settings_are_refused_by_name(capsys, monkeypatch):
     """A typo must not allocate gigabytes (--width 99999), spin a core (--fps -3) or serve nothing."""
-    import app
     refused = [
         (["--fps", "0"], "--fps: '0' is not a number from 0.1 to 240.0"),
         (["--fps", "nan"], "--fps: 'nan' is not a number"),
@@ -52,32 +55,31 @@ def test_out_of_range_settings_are_refused_by_name(capsys, monkeypatch):
     ]
     for argv, message in refused:
         with pytest.raises(SystemExit):
-            app.build_parser().parse_args(["serve"] + argv)
+            build_parser().parse_args(["serve"] + argv)
         assert message in capsys.readouterr().err
-    args = app.build_parser().parse_args(["serve", "--fps", "240", "--width", "16", "--conf", "0"])
+    args = build_parser().parse_args(["serve", "--fps", "240", "--width", "16", "--conf", "0"])
     assert (args.fps, args.width, args.conf) == (240.0, 16, 0.0)
     monkeypatch.setenv("STREAMDETECT_FPS", "abc")
     with pytest.raises(SystemExit):
-        app.build_parser().parse_args(["serve"])
+        build_parser().parse_args(["serve"])
     assert "--fps: 'abc' (from $STREAMDETECT_FPS) is not a number" in capsys.readouterr().err
-    assert app.build_parser().parse_args(["serve", "--fps", "12"]).fps == 12.0
+    assert build_parser().parse_args(["serve", "--fps", "12"]).fps == 12.0
 
 
 def test_a_choice_from_the_environment_is_checked_like_one_on_the_command_line(capsys, monkeypatch):
     """argparse checks `choices` on the command line only: a typo in $STREAMDETECT_FLIP
     would otherwise reach the pipeline (or, for the log level, crash the start)."""
-    import app
     for option, variable in (("--flip", "FLIP"), ("--backend", "BACKEND"), ("--precision", "PRECISION"),
                              ("--log-level", "LOG_LEVEL")):
         monkeypatch.setenv("STREAMDETECT_" + variable, "sideways")
         with pytest.raises(SystemExit):
-            app.build_parser().parse_args(["serve"])
+            build_parser().parse_args(["serve"])
         assert "{}: 'sideways' (from $STREAMDETECT_{}) is not one of ".format(option, variable) in \
             capsys.readouterr().err
         monkeypatch.delenv("STREAMDETECT_" + variable)
     monkeypatch.setenv("STREAMDETECT_FLIP", "rotate-180")
-    assert app.build_parser().parse_args(["serve"]).flip == "rotate-180"
-    assert app.build_parser().parse_args(["serve", "--flip", "horizontal"]).flip == "horizontal"
+    assert build_parser().parse_args(["serve"]).flip == "rotate-180"
+    assert build_parser().parse_args(["serve", "--flip", "horizontal"]).flip == "horizontal"
 
 
 def test_an_environment_variable_that_is_no_setting_is_refused_by_name(tmp_path):
@@ -102,34 +104,31 @@ def test_an_environment_variable_that_is_no_setting_is_refused_by_name(tmp_path)
 def test_the_suggested_setting_is_the_closest_one():
     """$STREAMDETECT_MODELURL was told "did you mean $STREAMDETECT_MODEL?", the first name that
     is a prefix of it, rather than MODEL_URL, the name it is a slip for."""
-    import app
     names = ["MODEL", "MODEL_URL", "SOURCE", "CLASSES"]
-    assert app.slip_for("MODELURL", names) == "MODEL_URL"
-    assert app.slip_for("model", names) == "MODEL"
-    assert app.slip_for("MODELS", names) == "MODEL"
-    assert app.slip_for("class", names) == "CLASSES"
-    assert app.slip_for("SOUCRE", names) == "SOURCE"
-    assert app.slip_for("confidence", ["conf", "classes"]) == "conf"
-    assert app.slip_for("PORT", names) is None
+    assert slip_for("MODELURL", names) == "MODEL_URL"
+    assert slip_for("model", names) == "MODEL"
+    assert slip_for("MODELS", names) == "MODEL"
+    assert slip_for("class", names) == "CLASSES"
+    assert slip_for("SOUCRE", names) == "SOURCE"
+    assert slip_for("confidence", ["conf", "classes"]) == "conf"
+    assert slip_for("PORT", names) is None
 
 
 def test_an_on_off_setting_from_the_environment_means_what_it_says(capsys, monkeypatch):
     """STREAMDETECT_LOOP=False (or no, off) looped the video: any word but 0 and false was on."""
-    import app
     for value, loop in (("False", False), ("no", False), ("OFF", False), ("0", False), ("", False),
                         ("1", True), ("True", True), ("yes", True), ("on", True)):
         monkeypatch.setenv("STREAMDETECT_LOOP", value)
-        assert app.build_parser().parse_args(["serve"]).loop is loop, value
-    assert app.build_parser().parse_args(["serve", "--loop"]).loop is True
+        assert build_parser().parse_args(["serve"]).loop is loop, value
+    assert build_parser().parse_args(["serve", "--loop"]).loop is True
     monkeypatch.setenv("STREAMDETECT_LOOP", "forever")
     with pytest.raises(SystemExit):
-        app.build_parser()
+        build_parser()
     assert capsys.readouterr().err == ("python app.py: error: $STREAMDETECT_LOOP='forever' is neither 1, true, yes, "
                                        "on nor 0, false, no, off\n")
 
 
 def test_out_of_range_test_source_is_a_one_line_error(red_square_model):
-    from camera import SourceError, open_source
     for uri in ("test://?fps=abc", "test://?width=0", "test://?height=100000", "test://?die_after=-1",
                 "test://?hang_after=x"):
         with pytest.raises(SourceError, match="is not a number from"):
@@ -235,13 +234,12 @@ def test_detect_never_overwrites_its_inputs_and_reports_what_it_cannot_write(tmp
 
 
 def test_frames_in_flight_that_a_backend_cannot_run_are_named(red_square_model, caplog):
-    import app
-    args = app.build_parser().parse_args(["serve", "--model", red_square_model, "--backend", "opencv",
+    args = build_parser().parse_args(["serve", "--model", red_square_model, "--backend", "opencv",
                                           "--frames-in-flight", "2"])
-    assert app.detector_from_args(args).engine.frames_in_flight == 1
+    assert detector_from_args(args).engine.frames_in_flight == 1
     assert "--frames-in-flight 2 is for ONNX Runtime; opencv runs one frame at a time" in caplog.text
     args.backend, args.frames_in_flight = "onnxruntime", 3
-    assert app.detector_from_args(args).engine.frames_in_flight == 3
+    assert detector_from_args(args).engine.frames_in_flight == 3
 
 
 def test_detect_prints_json_and_writes_annotated_images(tmp_path, red_square_model):
@@ -366,14 +364,13 @@ def test_paths_from_an_environment_file_may_start_with_a_tilde(tmp_path, red_squ
     result = run("detect", str(tmp_path / "scene.png"), "--out", "~/annotated", env=environment)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["detections"] and os.listdir(str(tmp_path / "annotated")) == ["scene.png"]
-    import app
     environment.update(STREAMDETECT_SOURCE="~/door.mp4", STREAMDETECT_LABELS="~/labels.txt",
                        STREAMDETECT_TLS_CERT="~/tls/cert.pem", STREAMDETECT_TLS_KEY="~/tls/key.pem",
                        STREAMDETECT_CALIBRATION_IMAGES="~/shots")
     with pytest.MonkeyPatch.context() as patch:
         for name, value in environment.items():
             patch.setenv(name, value)
-        args = app.build_parser().parse_args(["serve"])
+        args = build_parser().parse_args(["serve"])
     assert [args.source, args.model, args.labels, args.tls_cert, args.tls_key, args.calibration_images] == [
         str(tmp_path / name) for name in ("door.mp4", "models/red.onnx", "labels.txt", "tls/cert.pem", "tls/key.pem",
                                           "shots")]

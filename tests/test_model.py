@@ -12,10 +12,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+import drawing
 import onnx_models
 import yolo_tool
+from errors import ModelError
+from get_engine import create_engine
 from streaming import http_server, run_app
-from get_engine import ModelError, create_engine
 from yolo_tool import Detector, download, resolve_model
 
 
@@ -62,18 +64,18 @@ def test_labels_beyond_ascii_are_drawn_readably(tmp_path, caplog):
     """OpenCV before 5 (the Jetson's) draws a '?' for each byte beyond ASCII."""
     def drawn(label):
         detection = yolo_tool.Detection(label, 2, 0.9, [100, 100, 300, 300])
-        return yolo_tool.draw_detections(np.zeros((480, 640, 3), np.uint8), [detection], [(255, 255, 255)] * 3)
+        return drawing.draw_detections(np.zeros((480, 640, 3), np.uint8), [detection], [(255, 255, 255)] * 3)
     assert not np.array_equal(drawn("caf\u00e9"), drawn("caf??"))
     assert not np.array_equal(drawn("Stra\u00dfe"), drawn("Stra??e"))
     assert not np.array_equal(drawn("\u72d7"), drawn("???"))
-    if not yolo_tool._opencv_draws_unicode():
+    if not drawing._opencv_draws_unicode():
         assert np.array_equal(drawn("caf\u00e9"), drawn("cafe"))
         assert np.array_equal(drawn("\u72d7"), drawn("class 2"))
     model = onnx_models.constant_grid(tmp_path / "three.onnx", np.zeros((5 * 8, 13, 13)))
     with caplog.at_level("WARNING"):
         Detector(model, backend="onnxruntime", labels=["crack", "caf\u00e9", "\u72d7"])
     redrawn = [record.getMessage() for record in caplog.records if "draws ASCII only" in record.getMessage()]
-    if yolo_tool._opencv_draws_unicode():
+    if drawing._opencv_draws_unicode():
         assert not redrawn
     else:
         assert redrawn == ["OpenCV {} draws ASCII only, so the pictures show caf\u00e9 as cafe, \u72d7 as class 2 "
@@ -242,7 +244,7 @@ def test_a_disk_that_takes_no_more_is_named_not_the_network(server, tmp_path):
                             stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
     assert result.returncode == 1
     assert result.stderr.splitlines()[-1] == (
-        "get_engine.ModelError: cannot save {} (File too large); it needs 0.3 MB of free space there: make "
+        "errors.ModelError: cannot save {} (File too large); it needs 0.3 MB of free space there: make "
         "room, or set STREAMDETECT_HOME to a folder that has it".format(dest))
     assert os.listdir(str(tmp_path)) == []
 
@@ -367,13 +369,13 @@ def test_onnxruntime_frames_side_by_side_give_each_frame_its_own_result(tiny_yol
 def test_labels_of_boxes_side_by_side_do_not_cover_each_other():
     """Two boxes 60 px apart with labels wider than that, as in a crowd: the second label goes
     inside its box's top edge instead of over the first label; and no box's line crosses a label."""
-    first, second = yolo_tool.label_places([[100, 100, 220, 220], [160, 100, 280, 220]], [(80, 20)] * 2, 640, 480)
+    first, second = drawing.label_places([[100, 100, 220, 220], [160, 100, 280, 220]], [(80, 20)] * 2, 640, 480)
     assert first == (100, 80, 180, 100) and second == (160, 100, 240, 120)
     blue, green, red = (255, 0, 0), (0, 255, 0), (0, 0, 255)
     detections = [yolo_tool.Detection("aeroplane", 0, 0.99, [100, 100, 220, 220]),
                   yolo_tool.Detection("bicycle", 1, 0.98, [160, 100, 280, 220]),
                   yolo_tool.Detection("bird", 2, 0.97, [150, 90, 300, 300])]  # its top line crosses the first label
-    frame = yolo_tool.draw_detections(np.zeros((480, 640, 3), np.uint8), detections, [blue, green, red])
+    frame = drawing.draw_detections(np.zeros((480, 640, 3), np.uint8), detections, [blue, green, red])
     above = frame[82:98, 100:200].reshape(-1, 3).tolist()  # the first label (103 x 19 at 100, 81)
     assert list(blue) in above and list(green) not in above and list(red) not in above
     assert frame[104:116, 165:215].reshape(-1, 3).tolist().count(list(green)) > 100  # the second, in its box
@@ -382,7 +384,7 @@ def test_labels_of_boxes_side_by_side_do_not_cover_each_other():
 def test_labels_stay_in_the_picture():
     sizes = [(100, 20)] * 3
     boxes = [[0, 0, 50, 50], [600, 200, 640, 260], [10, 460, 60, 480]]
-    top_edge, right_edge, bottom_corner = yolo_tool.label_places(boxes, sizes, 640, 480)
+    top_edge, right_edge, bottom_corner = drawing.label_places(boxes, sizes, 640, 480)
     assert top_edge == (0, 0, 100, 20)  # inside the top of a box at the picture's top
     assert right_edge == (540, 180, 640, 200)  # moved left to fit
     assert bottom_corner == (10, 440, 110, 460)  # above its box

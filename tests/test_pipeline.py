@@ -15,9 +15,19 @@ import cv2
 import numpy as np
 import pytest
 
-from camera import STAGGER, Camera, FolderSource, MovingRate, SourceError, SyntheticSource, csi_pipeline, \
-    encode_opencv, fastest_encoder, jpeg_encoders, open_source, stable_camera_name, without_secrets
+from broadcast import Broadcast, Frame, MovingRate
+from camera import Camera
+from drawing import encode_opencv, fastest_encoder, jpeg_encoders
+from errors import SourceError
+from scheduler import STAGGER
+from sources import open_source
+from sources.base import without_secrets
+from sources.folder import FolderSource
+from sources.opencv_source import csi_pipeline
+from sources.synthetic import SyntheticSource
+from sources.v4l2 import stable_camera_name
 from streaming import basic_auth, free_port, http_server, red_square_scene, wait_until, write_clip
+from watchdog import Watchdog
 from yolo_tool import Detector
 
 
@@ -684,7 +694,7 @@ class HangingSource(SyntheticSource):
 
 def test_a_source_that_hangs_is_marked_stalled_until_frames_come_again(red_square_model, monkeypatch, caplog):
     caplog.set_level("INFO", "streamdetect.camera")
-    monkeypatch.setattr(Camera, "STALL_SECONDS", 1.0)
+    monkeypatch.setattr(Watchdog, "STALL_SECONDS", 1.0)
     source = HangingSource(frames=10)
     camera = Camera(source, Detector(red_square_model, backend="onnxruntime")).start()
     try:
@@ -702,7 +712,7 @@ def test_a_source_that_hangs_is_marked_stalled_until_frames_come_again(red_squar
 
 
 def test_a_source_that_hangs_long_enough_is_told_once_for_a_new_process(red_square_model, monkeypatch):
-    monkeypatch.setattr(Camera, "STALL_SECONDS", 1.0)
+    monkeypatch.setattr(Watchdog, "STALL_SECONDS", 1.0)
     source = HangingSource(frames=10)
     told = []
     camera = Camera(source, Detector(red_square_model, backend="onnxruntime"), on_hang=told.append,
@@ -737,7 +747,7 @@ def test_an_inference_that_does_not_return_is_marked_stalled_and_told_for_a_new_
     """A hung GPU (one frame in flight, as TensorRT's): capture goes on, so the source is not
     what stalls."""
     caplog.set_level("INFO", "streamdetect.camera")
-    monkeypatch.setattr(Camera, "STALL_SECONDS", 1.0)
+    monkeypatch.setattr(Watchdog, "STALL_SECONDS", 1.0)
     detector = Detector(red_square_model, backend="onnxruntime")
     run, resume, calls = detector.run, threading.Event(), itertools.count()
 
@@ -768,7 +778,7 @@ def test_an_inference_that_does_not_return_is_marked_stalled_and_told_for_a_new_
 def test_one_of_two_detectors_that_hangs_is_told_for_a_new_process(red_square_model, monkeypatch):
     """The other detector goes on publishing, at half the rate: no stall to mark, but the hung
     one would hold its share of the device until the process ends."""
-    monkeypatch.setattr(Camera, "STALL_SECONDS", 0.5)
+    monkeypatch.setattr(Watchdog, "STALL_SECONDS", 0.5)
     detector = Detector(red_square_model, backend="onnxruntime", frames_in_flight=2)
     run, resume, calls = detector.run, threading.Event(), itertools.count()
 
@@ -797,8 +807,8 @@ def test_one_of_two_detectors_that_hangs_is_told_for_a_new_process(red_square_mo
 def test_a_slow_slide_show_is_neither_stalled_nor_unhealthy_between_its_pictures(tmp_path, red_square_model,
                                                                                   monkeypatch):
     """Nor does /healthz (and Docker's health check) flap between a slow source's frames."""
-    monkeypatch.setattr(Camera, "STALL_SECONDS", 0.5)
-    monkeypatch.setattr(Camera, "FRESH_SECONDS", 0.3)
+    monkeypatch.setattr(Watchdog, "STALL_SECONDS", 0.5)
+    monkeypatch.setattr(Watchdog, "FRESH_SECONDS", 0.3)
     for name in ("a.png", "b.png"):
         cv2.imwrite(str(tmp_path / name), red_square_scene())
     camera = Camera(open_source(str(tmp_path), fps=1.0), Detector(red_square_model, backend="onnxruntime"))
@@ -935,7 +945,6 @@ def test_rendering_that_fails_is_told_once_and_again_when_it_works(red_square_mo
 def test_broadcast_wakes_every_reader_for_every_frame_it_waits_for():
     """Lock-step: each frame is published only once every reader has the one before,
     so a reader that missed a wake-up would sit out its 5 s timeout."""
-    from camera import Broadcast, Frame
     broadcast = Broadcast()
     frames = 300
     latest = [0] * 8

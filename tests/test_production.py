@@ -16,6 +16,8 @@ import time
 
 import pytest
 
+from production import check_nginx_config, nginx_version, tls_listen, write_production_configs
+from settings import build_parser
 from streaming import HAS_PRODUCTION_STACK, NGINX, ROOT, Server, Viewer, free_port, frozen_viewer, get, get_json, \
     read_events, red_square_scene, requests_logged_around_polls, run_app, slow_viewer_latencies, taken_port, \
     wait_for_viewers, wait_until, watch, write_clip
@@ -345,23 +347,21 @@ def test_a_certificate_that_is_none_is_named_before_anything_starts(red_square_m
 def test_nginx_has_two_connections_for_every_uwsgi_thread(tmp_path):
     """A viewer takes two of nginx's connections (its browser's and uWSGI's): with
     --max-viewers 600, a fixed 1,024 would have run out at about 500 viewers."""
-    import app
-    args = app.build_parser().parse_args(["serve", "--production", "--max-viewers", "600"])
-    app.write_production_configs(args, str(tmp_path), NGINX)
+    args = build_parser().parse_args(["serve", "--production", "--max-viewers", "600"])
+    write_production_configs(args, str(tmp_path), NGINX)
     threads = int(re.search(r"^threads = (\d+)$", (tmp_path / "uwsgi.ini").read_text(), re.M).group(1))
     connections = int(re.search(r"worker_connections (\d+);", (tmp_path / "nginx.conf").read_text()).group(1))
     assert threads == 616 and connections >= 2 * threads
-    app.check_nginx_config(NGINX, str(tmp_path))  # and nginx takes it
+    check_nginx_config(NGINX, str(tmp_path))  # and nginx takes it
 
 
 def test_nginx_answers_in_json_when_the_app_does_not(tmp_path):
     """A request nginx cannot pass on (uWSGI between workers, or down) gets the app's JSON
     form of an error, not nginx's HTML page: scripts parse every answer, and the page shows
     the reason."""
-    import app
     port = free_port()
-    args = app.build_parser().parse_args(["serve", "--production", "--port", str(port)])
-    app.write_production_configs(args, str(tmp_path), NGINX)  # and no uWSGI behind it
+    args = build_parser().parse_args(["serve", "--production", "--port", str(port)])
+    write_production_configs(args, str(tmp_path), NGINX)  # and no uWSGI behind it
     alone = subprocess.Popen([NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -383,15 +383,14 @@ def test_nginx_answers_in_json_when_the_app_does_not(tmp_path):
 def test_http2_is_asked_of_each_nginx_in_its_own_words(tmp_path):
     """nginx 1.25.1 and later warn at every start about `listen ... http2` (Debian 13 has
     1.26): they get `http2 on;`, which older ones refuse."""
-    import app
     said = subprocess.run([NGINX, "-v"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           universal_newlines=True).stdout
-    assert ".".join(str(part) for part in app.nginx_version(NGINX)) == said.split("nginx/")[1].split()[0]
-    assert app.nginx_version(str(tmp_path / "no-nginx")) == ()
+    assert ".".join(str(part) for part in nginx_version(NGINX)) == said.split("nginx/")[1].split()[0]
+    assert nginx_version(str(tmp_path / "no-nginx")) == ()
     for version in ((1, 14, 0), (1, 22, 1), (1, 25, 0)):
-        assert app.tls_listen("0.0.0.0", 8443, version) == "listen 8443 sndbuf=128k ssl http2;"
+        assert tls_listen("0.0.0.0", 8443, version) == "listen 8443 sndbuf=128k ssl http2;"
     for version in ((1, 25, 1), (1, 26, 3), (2, 0)):
-        assert app.tls_listen("::", 8443, version) == (
+        assert tls_listen("::", 8443, version) == (
             "listen 8443 sndbuf=128k ssl;\n    listen [::]:8443 sndbuf=128k ssl;\n    http2 on;")
 
 

@@ -15,10 +15,15 @@ import cv2
 import numpy as np
 import pytest
 
-from get_engine import ModelError
+import lazy_camera
+import stream
+import uploads
+from errors import ModelError
+from settings import build_parser
 from streaming import (Server, StreamCuttingProxy, Viewer, basic_auth, free_port, frozen_viewer, get, get_json,
                        http_server, read_events, red_square_scene, requests_logged_around_polls, slow_viewer_latencies,
                        stream_request, wait_for_viewers, wait_until, watch)
+from web import API_ROUTES, create_app
 
 FPS = 20
 
@@ -146,11 +151,10 @@ def test_a_snapshot_without_annotations_is_the_cameras_picture(server):
 
 
 def test_a_picture_asked_of_a_source_that_gives_none_is_a_503_in_time(red_square_model, monkeypatch):
-    import app as app_module
-    monkeypatch.setattr(app_module, "WAKE_SECONDS", 1.0)
+    monkeypatch.setattr(stream, "WAKE_SECONDS", 1.0)
     unreachable = "http://127.0.0.1:{}/snapshot.jpg".format(free_port())
-    settings = app_module.build_parser().parse_args(["serve", "--source", unreachable, "--model", red_square_model])
-    app = app_module.create_app(settings, start=True)
+    settings = build_parser().parse_args(["serve", "--source", unreachable, "--model", red_square_model])
+    app = create_app(settings, start=True)
     try:
         started = time.monotonic()
         answer = app.test_client().get("/snapshot.jpg?annotate=0")
@@ -208,16 +212,15 @@ def test_metrics_in_base_units_and_one_series_per_state(server):
 
 
 def test_the_api_page_names_every_route_a_script_uses(server, red_square_model):
-    import app as app_module
     from markupsafe import escape
-    settings = app_module.build_parser().parse_args(["serve", "--source", "test://", "--model", red_square_model])
-    routes = {rule.endpoint for rule in app_module.create_app(settings).url_map.iter_rules()}
-    assert {endpoint for endpoint, _ in app_module.API_ROUTES} == routes - {"static", "index", "upload", "api_docs"}
+    settings = build_parser().parse_args(["serve", "--source", "test://", "--model", red_square_model])
+    routes = {rule.endpoint.rpartition(".")[2] for rule in create_app(settings).url_map.iter_rules()}
+    assert {endpoint for endpoint, _ in API_ROUTES} == routes - {"static", "index", "upload", "api_docs"}
     status, _, page = get(server.port, "/")
     assert b'<a href="/api">API</a>' in page
     status, _, page = get(server.port, "/api")
     assert status == 200
-    for _, what in app_module.API_ROUTES:
+    for _, what in API_ROUTES:
         assert str(escape(what)).encode() in page
     assert re.search(rb'GET\s+<a href="/api/detections">/api/detections</a>', page)
     assert re.search(rb"POST\s+<code>/api/detect</code>", page)  # no link: a browser would GET it
@@ -251,7 +254,6 @@ def test_the_log_keeps_every_request_but_the_pages_polls(server):
 
 
 def test_uploads_good_and_bad(server):
-    import app as app_module
     viewer = Viewer(server.port)
     viewer.start()
     jpeg = cv2.imencode(".jpg", red_square_scene())[1].tobytes()
@@ -293,7 +295,7 @@ def test_uploads_good_and_bad(server):
                                   headers={"Content-Type": "application/json" if body[:1] == b"{" else "text/plain"})
         assert status == 200 and record["detections"], body[:40]
     ascii_ppm = b"P3\n5 1\n255\n" + b" ".join([b"0 0 255"] * 5) + b"\n"  # also base64 text, of no picture
-    if app_module.picture_size(ascii_ppm, 100) is not None:  # Pillow reads P3 since 9.2
+    if uploads.picture_size(ascii_ppm, 100) is not None:  # Pillow reads P3 since 9.2
         status, record = get_json(server.port, "/api/detect", method="POST", body=ascii_ppm)
         assert status == 200 and record["width"] == 5, record  # taken as sent
     assert get_json(server.port, "/api/detect", method="POST", body=b'{"picture": "abc"}') == (
@@ -430,10 +432,9 @@ def test_a_misspelt_or_misplaced_parameter_is_a_400_not_ignored(server):
 
 
 def test_a_reader_cannot_ask_for_classes_the_server_leaves_out(red_square_model):
-    import app as app_module
-    settings = app_module.build_parser().parse_args(["serve", "--source", "test://", "--model", red_square_model,
+    settings = build_parser().parse_args(["serve", "--source", "test://", "--model", red_square_model,
                                                      "--classes", "person,aeroplane"])
-    app = app_module.create_app(settings, start=True)
+    app = create_app(settings, start=True)
     client = app.test_client()
     try:
         assert wait_until(lambda: client.get("/api/detections").status_code == 200, 10)
@@ -610,10 +611,9 @@ def test_a_snapshot_of_a_paused_pipeline_is_taken_after_waking_it(red_square_mod
     with its first frame captured since - not the picture from before the pause, nor a frame
     captured just before it and still on its way (in-process, with inference slowed to 0.3 s
     by a stand-in, so that frames are on their way when the pause begins)."""
-    import app as app_module
-    settings = app_module.build_parser().parse_args(["serve", "--source", "test://", "--model", red_square_model,
+    settings = build_parser().parse_args(["serve", "--source", "test://", "--model", red_square_model,
                                                      "--idle-stop", "0.5"])
-    app = app_module.create_app(settings, start=True)
+    app = create_app(settings, start=True)
     camera = app.extensions["streamdetect"].get()
     run = camera.detector.run
 
@@ -639,7 +639,6 @@ def test_a_snapshot_of_a_paused_pipeline_is_taken_after_waking_it(red_square_mod
 def test_while_the_pipeline_starts_requests_are_told_what_it_is_doing(red_square_model, monkeypatch, caplog):
     """A TensorRT engine takes minutes to build on a Nano (stood in for here: no GPU): meanwhile
     a 503 says what the start last logged, not only that it is starting; after a failure, why."""
-    import app as app_module
     caplog.set_level(logging.INFO, logger="streamdetect")  # the server's own level
     building, fail = threading.Event(), threading.Event()
 
@@ -649,9 +648,9 @@ def test_while_the_pipeline_starts_requests_are_told_what_it_is_doing(red_square
         building.set()
         fail.wait(10)
         raise ModelError("the GPU is out of memory")
-    monkeypatch.setattr(app_module, "detector_from_args", building_an_engine)
-    settings = app_module.build_parser().parse_args(["serve", "--source", "test://", "--model", red_square_model])
-    client = app_module.create_app(settings).test_client()
+    monkeypatch.setattr(lazy_camera, "detector_from_args", building_an_engine)
+    settings = build_parser().parse_args(["serve", "--source", "test://", "--model", red_square_model])
+    client = create_app(settings).test_client()
     first = client.get("/api/stats")
     assert first.status_code == 503 and first.get_json()["error"].startswith("starting: ")
     assert building.wait(10)
@@ -683,10 +682,9 @@ def test_uploads_beyond_the_ones_at_once_wait_their_turn_then_get_503(red_square
     """In-process, with the detector held by a stand-in until told (a real one answers too
     fast to hold uploads at once): two uploads are handled at a time; another waits for a
     place, and is refused with 503 if none frees in time, answered if one does."""
-    import app as app_module
-    monkeypatch.setattr(app_module, "UPLOAD_WAIT_SECONDS", 1.0)
-    settings = app_module.build_parser().parse_args(["serve", "--source", "test://", "--model", red_square_model])
-    app = app_module.create_app(settings, start=True)
+    monkeypatch.setattr(uploads, "UPLOAD_WAIT_SECONDS", 1.0)
+    settings = build_parser().parse_args(["serve", "--source", "test://", "--model", red_square_model])
+    app = create_app(settings, start=True)
     camera = app.extensions["streamdetect"].get()
     detect_image, go_on, inside = camera.detect_image, threading.Event(), []
 

@@ -9,9 +9,10 @@ import threading
 import numpy as np
 import pytest
 
-import get_engine
+from engine_files import engine_cache_key
+from errors import EngineError
 from fake_tensorrt import FakeCuda
-from get_engine import EngineError, TensorRTEngine, create_engine, engine_cache_key
+from get_engine import TensorRTEngine, create_engine
 
 
 @pytest.fixture
@@ -126,7 +127,7 @@ def test_corrupt_cache_file_is_rebuilt_with_a_log_line(monkeypatch, tmp_path, sm
 def test_an_interrupted_write_leaves_no_engine_file(monkeypatch, tmp_path, small_model, caplog):
     def disk_full(fd):
         raise OSError(28, "No space left on device")
-    monkeypatch.setattr(get_engine.os, "fsync", disk_full)
+    monkeypatch.setattr("engine_files.os.fsync", disk_full)
     open_engine(FakeCuda(), monkeypatch, small_model, tmp_path).close()  # used all the same
     assert os.listdir(str(tmp_path)) == ["red.onnx"]
     assert "cannot save the engine to {}".format(tmp_path / "red-fp16-") in caplog.text
