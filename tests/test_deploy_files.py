@@ -28,7 +28,8 @@ def test_dockerfiles_pass_hadolint():
 @pytest.mark.skipif(shutil.which("shellcheck") is None,
                     reason="shellcheck is not installed (apt-get install shellcheck)")
 def test_shell_scripts_pass_shellcheck():
-    scripts = ["docker_run.sh", ".ci/run", "tests/python36_env.sh", "tests/floors_env.sh", "tests/find_python.sh"]
+    scripts = ["docker_run.sh", ".ci/run", "tests/run.sh", "tests/python36_env.sh", "tests/floors_env.sh",
+               "tests/find_python.sh"]
     result = subprocess.run(["shellcheck"] + scripts, cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
     assert result.returncode == 0, result.stdout
@@ -128,13 +129,26 @@ def test_python_3_6_gets_the_last_releases_that_support_it():
 
 
 def test_readme_commands_match_ci():
+    """The README's test command is the one CI runs, and it sets up what the tests need."""
     readme = read("README.md")
     ci = read(".ci/run")
     test_command = re.search(r"\*\*Run the tests\*\*.*?\n\n    ([^\n]+)\n", readme, re.S).group(1)
-    assert test_command.endswith("python3 -m pytest -q")
-    assert "\npython3 -m pytest -q\n" in ci
-    for script in ("tests/python36_env.sh", "tests/floors_env.sh"):
-        assert "bash " + script in test_command and "\nbash {}\n".format(script) in ci
+    assert test_command == "bash tests/run.sh"
+    assert ci.rstrip("\n").endswith("\n" + test_command)
+    script = read("tests/run.sh")
+    assert script.rstrip("\n").endswith('exec python3 -m pytest -q "$@"')
+    for step in ("python3 -m venv .venv", "-r requirements-dev.txt", "bash tests/python36_env.sh",
+                 "bash tests/floors_env.sh", "nginx chromium"):
+        assert step in script, step
     assert "python3 app.py" in re.search(r"\*\*Run the server\*\*.*?\n\n    ([^\n]+)\n", readme, re.S).group(1)
+    deployment = read("docs/deployment.md")
     for fact in ("--runtime nvidia", "default-runtime", "serve --production", "docker_run.sh"):
-        assert fact in readme, fact
+        assert fact in deployment, fact
+
+
+def test_readme_is_a_page_that_links_the_docs():
+    readme = read("README.md")
+    assert len(readme.splitlines()) <= 200
+    assert "![" in readme and os.path.exists(os.path.join(ROOT, "docs", "screenshot.png"))
+    for page in ("usage", "api", "sources", "deployment", "tensorrt", "design", "benchmarks", "development"):
+        assert "(docs/{}.md)".format(page) in readme and os.path.exists(os.path.join(ROOT, "docs", page + ".md"))
