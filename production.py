@@ -9,10 +9,11 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 from errors import ServerSetupError
-from server import require_free_port, url_host
+from server import require_free_port, url_host, without_token
 from settings import ENVIRONMENT_SETTINGS
 from uploads import upload_too_large
 from yolo_tool import cache_dir, resolve_model
@@ -150,6 +151,33 @@ def serve_production(args):
                                "apt-get install nginx); or run without --production")
     if args.tls_cert and not args.tls_key:
         raise ServerSetupError("--tls-cert needs --tls-key")
+    check_listeners(args)
+    resolve_model(args.model)  # download here, in the foreground, with its progress bar
+    run_dir = run_directory(args.port)
+    write_production_configs(args, run_dir, nginx)
+    check_nginx_config(nginx, run_dir)
+    environment = dict(os.environ, **settings_environment(args))
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    log.info("starting uWSGI and nginx (configs in %s)", run_dir)
+    children, relays = [], []
+    try:
+        for command, child_environment in (([uwsgi, "--ini", os.path.join(run_dir, "uwsgi.ini")], environment),
+                                           ([nginx, "-p", run_dir, "-c", os.path.join(run_dir, "nginx.conf")], None)):
+            children.append(subprocess.Popen(command, env=child_environment, stdout=subprocess.PIPE,
+                                             stderr=subprocess.PIPE, preexec_fn=_die_with_parent))
+            relays += [relay(children[-1].stdout, sys.stdout), relay(children[-1].stderr, sys.stderr)]
+        return _supervise(args, children, stopping)
+    finally:
+        _stop_children(children)
+        for thread in relays:  # their last lines, up to the children's exit
+            thread.join(2.0)
+        log.info("stopped")
+
+
+def check_listeners(args):
+    """A one-line error for a port given twice or taken, before anything starts."""
     listeners = [(args.host, args.port, "--port"), ("127.0.0.1", args.stats_port, "--stats-port")]
     if args.tls_cert:
         listeners.append((args.host, args.tls_port, "--tls-port"))
@@ -161,26 +189,23 @@ def serve_production(args):
             raise ServerSetupError("{} are the same port ({}); give each its own".format(" and ".join(options), number))
     for host, number, option in listeners:
         require_free_port(host, number, option)
-    resolve_model(args.model)  # download here, in the foreground, with its progress bar
-    run_dir = run_directory(args.port)
-    write_production_configs(args, run_dir, nginx)
-    check_nginx_config(nginx, run_dir)
-    environment = dict(os.environ, **settings_environment(args))
-    stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
-    log.info("starting uWSGI and nginx (configs in %s)", run_dir)
-    append_to_output_file()
-    children = [subprocess.Popen([uwsgi, "--ini", os.path.join(run_dir, "uwsgi.ini")], env=environment,
-                                 preexec_fn=_die_with_parent)]
-    children.append(subprocess.Popen([nginx, "-p", run_dir, "-c", os.path.join(run_dir, "nginx.conf")],
-                                     preexec_fn=_die_with_parent))
-    status = 0
-    try:
-        status = _supervise(args, children, stopping)
-    finally:
-        _stop_children(children)
-    return status
+
+
+def relay(pipe, into):
+    """A thread that copies a child's output, line by line, into our `into` with every token
+    hidden: nginx writes the request line into its error log ('a client request body is
+    buffered to a temporary file ... request: "POST /api/detect?token=..."'), which no
+    log_format can change. Only this process writes to our output, so a file that the shell
+    opened without appending (> server.log 2>&1) keeps every line."""
+    def copy():
+        for line in iter(pipe.readline, b""):
+            into.write(without_token(line.decode("utf-8", "replace")))
+            into.flush()
+        pipe.close()
+    thread = threading.Thread(target=copy, name="log-relay")
+    thread.daemon = True
+    thread.start()
+    return thread
 
 
 def check_nginx_config(nginx, run_dir):
@@ -192,16 +217,6 @@ def check_nginx_config(nginx, run_dir):
         reasons = re.findall(r"\[emerg\] (?:\d+#\d+: )?(.*)", test.stdout)
         raise ServerSetupError("nginx refuses its configuration: {}".format(
             reasons[0] if reasons else test.stdout.strip() or "nginx -t failed"))
-
-
-def append_to_output_file():
-    """nginx opens /dev/stdout again for its access log, appending; into a file that the
-    shell opened without appending (`serve --production > server.log 2>&1`), our writes
-    and uWSGI's, at their own offset, would overwrite nginx's lines. Make them append too."""
-    import fcntl
-    import stat
-    if stat.S_ISREG(os.fstat(1).st_mode):
-        fcntl.fcntl(1, fcntl.F_SETFL, fcntl.fcntl(1, fcntl.F_GETFL) | os.O_APPEND)
 
 
 def _supervise(args, children, stopping):
@@ -257,4 +272,3 @@ def _stop_children(children, grace=3.0):
             log.warning("%s did not stop in %.0f s; killing it", os.path.basename(child.args[0]), grace)
             child.kill()
             child.wait(5)
-    log.info("stopped")

@@ -57,6 +57,8 @@ def received_upload(max_bytes):
     """(name, bytes, thresholds) of an upload, read and checked before an upload place is
     taken: a slow sender must not hold one while its body arrives."""
     thresholds = upload_thresholds()
+    if (request.content_length or 0) > max_bytes:  # refused before a byte of it is read (Werkzeug 2.0
+        raise RequestEntityTooLarge()              # would read up to the limit, then wait for the rest)
     # Anything but a multipart form is the image itself, whatever its Content-Type:
     # `curl --data-binary @photo.jpg` labels it form-urlencoded, and parsing it as a
     # form would consume it.
@@ -133,6 +135,9 @@ def picture_bytes(data):
     if data.lstrip()[:1] == b"{":
         try:
             data = json.loads(data.decode("utf-8"))["image"].encode("ascii")
+        except RecursionError:  # Python's parser recurses once per level: {"a": [[[[...
+            raise HttpError(400, 'a JSON upload is {"image": "<the picture in base64>"}; this one is nested '
+                                 'too deeply to read')
         except (ValueError, KeyError, TypeError, AttributeError, UnicodeError):
             raise HttpError(400, 'a JSON upload is {"image": "<the picture in base64>"}')
     if data[:5] == b"data:":
@@ -169,9 +174,10 @@ def decode_upload(data, max_pixels):
         data = picture_bytes(data)
         size = picture_size(data, max_pixels)
     if size is None and data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS:
-        raise HttpError(400, "the upload is a {} picture (as iPhones take), which cannot be read here; send it as "
+        kind = HEIF_BRANDS[data[8:12]]
+        raise HttpError(400, "the upload is {} {} picture (as iPhones take), which cannot be read here; send it as "
                              "JPEG (on an iPhone: Settings > Camera > Formats > Most Compatible)"
-                             .format(HEIF_BRANDS[data[8:12]]))
+                             .format("an" if kind.startswith("A") else "a", kind))
     if size is None:
         raise HttpError(400, "the upload is not an image (JPEG, PNG, BMP, WebP, ...)")
     width, height = size

@@ -23,7 +23,7 @@ from stream import BOUNDARY, current_frame, detection_events, frame_record, keep
 from uploads import JPEG_MAX_SIDE, UPLOAD_PAGE_PIXELS, UploadPlaces, detect_upload, received_upload, shown_smaller, \
     upload_too_large
 from web_params import QUERY_PARAMETERS, HttpError, allow_cross_origin, annotation_asked, check_query, check_token, \
-    endpoint, refuse_detection_choices, viewer_fps, viewer_name, wanted_detections
+    endpoint, refuse_detection_choices, viewer_fps, viewer_name, wanted_detections, wants_a_page
 
 log = logging.getLogger("streamdetect")
 routes = Blueprint("streamdetect", __name__)
@@ -82,8 +82,8 @@ def http_error(exc):
 @routes.app_errorhandler(HTTPException)
 def werkzeug_error(exc):
     if exc.code == 413:
-        message = upload_too_large(serve_settings().max_upload_mb)
-        if endpoint() == "upload":  # the browser's form: its page with the reason, not JSON
+        message = refused_as_too_large()
+        if endpoint() == "upload" and wants_a_page():  # the browser's form: its page with the reason
             return upload_page(error=message), 413
     elif exc.code == 405:
         message = "{} takes {}, not {}{}".format(
@@ -99,6 +99,17 @@ def werkzeug_error(exc):
     response = jsonify(error=message)
     response.status_code = exc.code
     return response
+
+
+def refused_as_too_large():
+    """Why a 413: the body over --max-upload-mb, or a multipart form over Werkzeug's limits
+    of parts and of a field that is not a file (a body well under the size limit)."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    parts, memory = getattr(request, "max_form_parts", None), getattr(request, "max_form_memory_size", None)
+    if parts and request.mimetype == "multipart/form-data" and (request.content_length or 0) <= limit:
+        return "the multipart upload has over {} parts{}; send the picture as the one file field 'image'".format(
+            parts, ", or a field that is no file over {} KB".format(memory // 1000) if memory else "")
+    return upload_too_large(serve_settings().max_upload_mb)
 
 
 @routes.app_errorhandler(Exception)
@@ -256,6 +267,8 @@ def upload():
             draw_detections(shown, detections, camera.detector.colors)
             image = base64.b64encode(encode_opencv(shown, 90)).decode("ascii")
     except HttpError as exc:
+        if not wants_a_page():  # a script: the JSON error, as /api/detect answers
+            raise
         return upload_page(error=str(exc)), exc.status
     return upload_page(record=record, result_json=json.dumps(record, indent=2), image=image,
                        scaled_to="{}×{}".format(shown.shape[1], shown.shape[0]) if shown is not frame else None)

@@ -45,6 +45,12 @@ class HttpError(Exception):
         self.status = status
 
 
+def wants_a_page():
+    """Whether the client asked for HTML before JSON (a browser's form does; curl's */* and a
+    script's application/json do not)."""
+    return request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html"
+
+
 def endpoint():
     """The route's name without its blueprint's: 'video_feed'."""
     return (request.endpoint or "").rpartition(".")[2]
@@ -61,10 +67,10 @@ def check_token(token):
     token, ?token=, or the password of a Basic login (any user name)."""
     if not token or request.path == "/healthz" or request.path.startswith("/static/") or cors_preflight():
         return
-    header = request.headers.get("Authorization", "")
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
     given = request.args.get("token", "")
-    if header.startswith("Bearer "):
-        given = header[len("Bearer "):]
+    if scheme.lower() == "bearer":  # a scheme's name is case-insensitive (RFC 7235): bearer, BEARER
+        given = credentials.strip()
     elif request.authorization is not None and request.authorization.type == "basic":
         given = request.authorization.password or ""  # the login prompt's: any user name
     if not hmac.compare_digest(given.encode(), token.encode()):

@@ -125,8 +125,8 @@ def test_uploads_through_nginx(stack):
     assert status == 200 and "http://127.0.0.1:{}/api/detect".format(stack.port).encode() in page
     form = (b'--b\r\nContent-Disposition: form-data; name="image"; filename="big.jpg"\r\n\r\n'
             + np.random.bytes(1500000) + b"\r\n--b--\r\n")
-    status, headers, page = get(stack.port, "/upload", method="POST", body=form,
-                                headers={"Content-Type": "multipart/form-data; boundary=b"})
+    status, headers, page = get(stack.port, "/upload", method="POST", body=form,  # as a browser's form asks
+                                headers={"Content-Type": "multipart/form-data; boundary=b", "Accept": "text/html"})
     assert status == 413 and b'<p class="error">upload is larger than 1 MB (--max-upload-mb)</p>' in page
 
 

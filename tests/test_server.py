@@ -16,13 +16,14 @@ import numpy as np
 import pytest
 
 import lazy_camera
+import onnx_models
 import stream
 import uploads
 from errors import ModelError
 from settings import build_parser
 from streaming import (Server, StreamCuttingProxy, Viewer, basic_auth, free_port, frozen_viewer, get, get_json,
-                       http_server, read_events, red_square_scene, requests_logged_around_polls, slow_viewer_latencies,
-                       stream_request, wait_for_viewers, wait_until, watch)
+                       http_server, read_events, red_square_scene, requests_logged_around_polls, run_app,
+                       slow_viewer_latencies, stream_request, wait_for_viewers, wait_until, watch)
 from web import API_ROUTES, create_app
 
 FPS = 20
@@ -316,11 +317,12 @@ def test_uploads_good_and_bad(server):
     status, record = get_json(server.port, "/api/detect", method="POST", body=body, headers=headers)
     assert status == 400 and record["error"] == ("the multipart upload has no field 'image' (it has 'left', "
                                                  "'right'); send the picture as 'image'")
+    as_a_form = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}  # what a browser's form asks for
     status, _, page = get(server.port, "/upload", method="POST", body=multipart("image", "a.txt", b"text")[0],
-                          headers=multipart("image", "a.txt", b"text")[1])
+                          headers=dict(multipart("image", "a.txt", b"text")[1], **as_a_form))
     assert status == 400 and b"not an image" in page
     body, headers = multipart("image", "photo.jpg", np.random.bytes(1200000))  # over --max-upload-mb 1
-    status, headers, page = get(server.port, "/upload", method="POST", body=body, headers=headers)
+    status, headers, page = get(server.port, "/upload", method="POST", body=body, headers=dict(headers, **as_a_form))
     assert status == 413 and headers["Content-Type"].startswith("text/html")  # the form's page, not JSON
     assert b'<p class="error">upload is larger than 1 MB (--max-upload-mb)</p>' in page and b"<form" in page
 
@@ -1000,3 +1002,24 @@ def test_page_reopens_the_stream_after_a_server_restart(red_square_model):
         second.port = first.port  # the same address, as after a restart
         with second:
             assert wait_for_viewers(second, 1, 15) == 1  # the page opened the stream again
+
+
+def test_a_model_whose_outputs_are_out_of_range_is_told_once_and_draws_no_absurd_box(tmp_path):
+    """An FP16 engine that overflowed, a broken export: every box as wide as exp(300) cells. The
+    log says so once, /api/stats and compare say so, and no box is drawn or reported."""
+    grid = np.zeros((125, 13, 13), np.float32)
+    grid[4::25] = -20.0
+    grid[0:6] = np.array([0.0, 0.0, 300.0, 300.0, 5.0, 5.0], np.float32)[:, None, None]  # anchor 0, class 0
+    model = onnx_models.constant_grid(tmp_path / "overflowing.onnx", grid)
+    with Server("serve", "--source", "test://?fps=20", "--model", model) as server:
+        assert wait_until(lambda: get_json(server.port, "/api/stats")[1]["frames_published"] > 20, 10)
+        stats = get_json(server.port, "/api/stats")[1]
+        assert stats["model_outputs"].startswith("the model's outputs are out of range (boxes over 4 images a side)")
+        assert get_json(server.port, "/api/detections")[1]["detections"] == []
+        log = server.log()
+    assert log.count("outputs are out of range") == 1 and "RuntimeWarning" not in log
+    result = run_app("compare", "--model", model, "--backends", "onnxruntime,opencv", "--frames", "1",
+                     "--repeat", "1", "--json")
+    rows = json.loads(result.stdout)
+    assert result.returncode == 0 and [row["model_outputs"][:36] for row in rows] == [
+        "the model's outputs are out of range"] * 2
