@@ -12,6 +12,7 @@ import commands
 import production
 import server
 from errors import USER_ERRORS
+from parsing import slip_for
 from settings import COMMANDS, build_parser, refuse_unknown_environment_settings, settings_from_env
 from sources.opencv_source import quiet_opencv
 from web import create_app
@@ -31,8 +32,19 @@ def configure_logging(level):
     quiet_opencv(level)
 
 
+def refuse_a_word_that_is_no_command(argv):
+    """`python app.py detetc x.jpg` would run the server's parser, which names only its own
+    options: say that the first word is no command, and which one it was likely meant for."""
+    if argv and not argv[0].startswith("-") and argv[0] not in COMMANDS:
+        meant = slip_for(argv[0], COMMANDS)
+        print("python app.py: error: '{}' is no command{}; the commands are {} (python app.py --help)".format(
+            argv[0], " (did you mean {}?)".format(meant) if meant else "", ", ".join(COMMANDS)), file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    refuse_a_word_that_is_no_command(argv)
     if not any(arg in COMMANDS for arg in argv) and not {"-h", "--help"} & set(argv):
         argv.insert(0, "serve")
     args, unknown = build_parser().parse_known_args(argv)

@@ -217,6 +217,7 @@ class Camera(object):
             "max_viewers": self.max_viewers or None,
             "backend": self.detector.backend,
             "model": self.detector.model_name,
+            "model_outputs": self.detector.output_problem or "in range",
             "classes": self.detector.class_names(),
             "width": latest.width if latest else 0,
             "height": latest.height if latest else 0,
@@ -297,13 +298,24 @@ class Camera(object):
                 failures = 0
             if ended and not self._stop.is_set():
                 if not self.source.live:
-                    self._set_state("ended", "{} has ended; it plays again for the next viewer who joins "
-                                             "(--loop repeats it)".format(self.source.uri))
-                    self._publish_status("ended")  # viewers keep the last picture, marked ENDED
-                    self._wait_for_a_new_viewer()
+                    self._file_ended(grabbed)
                     continue
                 failures += 1
                 self._source_down("{} stopped delivering frames".format(self.source.uri), failures)
+
+    def _file_ended(self, gave_frames):
+        """A file (without --loop) has ended: viewers keep its last picture, marked ENDED, until a
+        new viewer plays it again. One that gave no frame at all (a damaged header) is an error,
+        not a clip that has finished."""
+        if gave_frames:
+            self._set_state("ended", "{} has ended; it plays again for the next viewer who joins "
+                                     "(--loop repeats it)".format(self.source.uri))
+            self._publish_status("ended")
+        else:
+            self._set_state("error", "{} gave no frame: a damaged video, or one OpenCV cannot decode".format(
+                self.source.uri))
+            self._publish_status("error")
+        self._wait_for_a_new_viewer()
 
     def _read_frames(self):
         """Grab the open source's frames and hand those a detector will take to it, until the

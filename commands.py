@@ -175,6 +175,8 @@ def why_not_an_image(path):
         return "a folder with no images or videos ({})".format(" ".join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS))
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         return "an empty file (0 bytes; a copy or download that failed?)"
+    if path.lower().endswith(VIDEO_EXTENSIONS):
+        return "not a video OpenCV can read (damaged, or in a codec this OpenCV lacks)"
     return "not an image OpenCV can read"
 
 
@@ -262,14 +264,16 @@ def cmd_compare(args):
             height, width = image.shape[:2]
             found.append([(d.class_id, round(d.score, 3), [round(v) for v in d.box])
                           for d in detector.decode(output, (width, height))])
-        results.append((backend, detector.engine.detail, outputs, found, float(np.median(times))))
+        results.append((backend, detector.engine.detail, outputs, found, float(np.median(times)),
+                        detector.output_problem))
         detector.close()
     reference = results[0]
     report = []
-    for backend, detail, outputs, found, median_ms in results:
+    for backend, detail, outputs, found, median_ms, output_problem in results:
         difference = max(float(np.abs(a - b).max()) for a, b in zip(outputs, reference[2]))
         report.append({"backend": backend, "detail": detail, "median_ms": round(median_ms, 2),
-                       "max_abs_diff_vs_" + reference[0]: difference, "same_detections": found == reference[3]})
+                       "max_abs_diff_vs_" + reference[0]: difference, "same_detections": found == reference[3],
+                       "model_outputs": output_problem or "in range"})
     if args.json:
         print(json.dumps(report))
     else:
@@ -279,4 +283,6 @@ def cmd_compare(args):
             print("{:<12} {:>10.2f} {:>14.2e} {:>16}  {}".format(
                 row["backend"], row["median_ms"], row["max_abs_diff_vs_" + reference[0]],
                 "yes" if row["same_detections"] else "NO", row["detail"]))
+            if row["model_outputs"] != "in range":
+                print("{:<12} {}".format("", row["model_outputs"]))
     return 0 if all(row["same_detections"] for row in report) else 1

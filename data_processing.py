@@ -131,19 +131,36 @@ def nms_per_class(boxes, scores, class_ids, iou_threshold):
     return order[kept[order]]
 
 
-def postprocess(grid, anchors, image_size, conf_threshold=0.5, iou_threshold=0.45, class_filter=None):
-    """Model output -> (boxes in image pixels clipped to the image, scores, class_ids),
-    of the classes in `class_filter` only when one is given (before NMS, which is
-    per class anyway, so that no other class costs it time)."""
+# A box more than this many images wide or high is no prediction but an output out of range.
+MAX_BOX_SIDE = 4.0
+
+
+def postprocess(grid, anchors, image_size, conf_threshold=0.5, iou_threshold=0.45, class_filter=None,
+                problems=None):
+    """Model output -> (boxes in image pixels clipped to the image, at least a pixel a side,
+    scores, class_ids), of the classes in `class_filter` only when one is given (before NMS,
+    which is per class anyway, so that no other class costs it time).
+
+    Candidates out of range (not finite, or over MAX_BOX_SIDE images a side: a broken export,
+    an FP16 engine that overflowed) are left out, and with `problems`, a list, what was out
+    of range is appended to it."""
     width, height = image_size
-    boxes, scores, class_ids = decode_region(grid, anchors, conf_threshold)
-    if not len(scores):  # most frames of a quiet scene: none of the NMS and scaling below
-        return boxes, scores, class_ids
+    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range outputs are told once, not per frame
+        if problems is not None and not np.isfinite(grid).all():
+            problems.append("values that are not numbers or infinite")
+        boxes, scores, class_ids = decode_region(grid, anchors, conf_threshold)
+        if not len(scores):  # most frames of a quiet scene: none of the NMS and scaling below
+            return boxes, scores, class_ids
+        too_large = ((boxes[:, 2:] - boxes[:, :2]) > MAX_BOX_SIDE).any(axis=1)
+        sane = np.isfinite(boxes).all(axis=1) & np.isfinite(scores) & ~too_large
+    if too_large.any() and problems is not None:
+        problems.append("boxes over {:g} images a side".format(MAX_BOX_SIDE))
     if class_filter is not None:
-        wanted = np.isin(class_ids, class_filter)
-        boxes, scores, class_ids = boxes[wanted], scores[wanted], class_ids[wanted]
+        sane &= np.isin(class_ids, class_filter)
+    boxes, scores, class_ids = boxes[sane], scores[sane], class_ids[sane]
     keep = nms_per_class(boxes, scores, class_ids, iou_threshold)
     boxes = boxes[keep] * np.array([width, height, width, height], dtype=np.float32)
     boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
     boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
-    return boxes, scores[keep], class_ids[keep]
+    visible = (boxes[:, 2] - boxes[:, 0] >= 1.0) & (boxes[:, 3] - boxes[:, 1] >= 1.0)
+    return boxes[visible], scores[keep][visible], class_ids[keep][visible]

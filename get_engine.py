@@ -31,6 +31,9 @@ def last_line(exc):
 def describe_onnx(model_path):
     """Return (input_name, (N, 3, H, W)) read from the ONNX graph, or raise ModelError."""
     import onnx
+    if os.path.isfile(model_path) and os.path.getsize(model_path) == 0:
+        raise ModelError("{} is empty (0 bytes), not an ONNX model (a copy or download that failed?); pass "
+                         "--model PATH to an ONNX file".format(model_path))
     try:
         model = onnx.load(model_path, load_external_data=False)
     except Exception as exc:  # protobuf raises several unrelated types on bad bytes

@@ -295,6 +295,7 @@ class Detector(object):
         if input_scale is None:
             input_scale = spec.input_scale if spec else 1.0
         self.input_scale = input_scale
+        self.output_problem = None  # what is wrong with the model's outputs, once seen
         self.conf_threshold = conf_threshold
         self.iou_threshold = iou_threshold
         self.engine = create_engine(self.model_path, backend, cache_folder=cache_dir("engines", create=False),
@@ -380,13 +381,23 @@ class Detector(object):
     def decode(self, output, image_size, conf_threshold=None, iou_threshold=None, class_filter=None):
         """Raw model output -> detections in the pixels of an image of `image_size` (w, h);
         thresholds and class ids not given are the detector's own."""
+        problems = []
         boxes, scores, class_ids = data_processing.postprocess(
             output, self.anchors, image_size,
             self.conf_threshold if conf_threshold is None else conf_threshold,
             self.iou_threshold if iou_threshold is None else iou_threshold,
-            self.class_filter if class_filter is None else class_filter)
+            self.class_filter if class_filter is None else class_filter, problems)
+        if problems and self.output_problem is None:
+            self._tell_outputs_out_of_range(problems)
         return [Detection(self.labels[c], int(c), float(s), [float(v) for v in b])
                 for b, s, c in zip(boxes, scores, class_ids)]
+
+    def _tell_outputs_out_of_range(self, problems):
+        """Say once, in the log and in output_problem (/api/stats, compare), that the model's
+        outputs are out of range: each frame's would otherwise be a flood of the same."""
+        self.output_problem = "the model's outputs are out of range ({}): a broken export, or an FP16 engine " \
+                              "that overflowed? Those boxes are left out".format(", ".join(sorted(set(problems))))
+        log.warning("%s: %s", self.model_name, self.output_problem)
 
     def detect(self, frame_bgr, **decode_options):
         """Frame -> (detections, inference milliseconds); `decode_options` as for decode()."""

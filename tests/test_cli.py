@@ -489,3 +489,28 @@ def test_build_engine_without_tensorrt_is_one_line(red_square_model):
         return  # a machine with TensorRT built it: tests/test_tensorrt_gpu.py covers that case
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_a_mistyped_command_is_named_with_the_one_meant(tmp_path):
+    """`detetc x.jpg` ran the server's parser, which said only 'unrecognized arguments'."""
+    result = run("detetc", str(tmp_path / "x.jpg"))
+    assert (result.returncode, result.stderr) == (2, (
+        "python app.py: error: 'detetc' is no command (did you mean detect?); the commands are serve, detect, "
+        "fetch-model, build-engine, check, compare (python app.py --help)\n"))
+    assert "is no command;" in run("pictures").stderr
+    assert "unrecognized arguments: --sauce" in run("--sauce", "test://").stderr  # options still go to serve
+
+
+def test_an_empty_model_and_a_damaged_video_are_named_for_what_they_are(tmp_path, red_square_model):
+    empty = tmp_path / "model.onnx"
+    empty.write_bytes(b"")
+    cv2.imwrite(str(tmp_path / "scene.png"), red_square_scene())
+    result = run("detect", str(tmp_path / "scene.png"), "--model", str(empty))
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1] == (
+        "error: {} is empty (0 bytes), not an ONNX model (a copy or download that failed?); pass --model PATH "
+        "to an ONNX file".format(empty))
+    damaged = tmp_path / "random.avi"
+    damaged.write_bytes(np.random.RandomState(0).bytes(20000))
+    result = run("detect", str(damaged), "--model", red_square_model)
+    assert result.returncode == 1 and result.stderr.strip().endswith(
+        "random.avi: not a video OpenCV can read (damaged, or in a codec this OpenCV lacks)")

@@ -183,3 +183,40 @@ def test_preprocess_gives_rgb_nchw_at_the_model_scale():
     assert blob[0, :, 50, 100].tolist() == [0.0, 0.0, 125.0]  # the blue half
     unscaled = data_processing.preprocess(frame, (416, 320))
     assert unscaled.dtype == np.float32 and unscaled[0, :, 300, 100].tolist() == [200.0, 20.0, 10.0]
+
+
+def test_outputs_out_of_range_give_no_absurd_box_and_are_told_once(tmp_path, caplog):
+    """A broken export or an FP16 engine that overflowed: sizes whose exp() is infinite, values
+    that are no numbers. Before, they gave zero-area boxes, identical full-frame ones that NMS
+    could not suppress (their areas inf or NaN) and a NumPy RuntimeWarning per frame."""
+    import warnings
+    grid = empty_grid()
+    for col in range(13):  # a row of boxes as wide as exp(200) cells, one of -200: none is a box
+        put_box(grid, anchor=0, row=3, col=col, tw=200.0, th=200.0, to=5.0, class_logits={2: 4.0})
+        put_box(grid, anchor=1, row=5, col=col, tw=-200.0, th=-200.0, to=5.0, class_logits={3: 4.0})
+    put_box(grid, anchor=2, row=8, col=2, to=5.0, class_logits={4: 4.0})
+    grid[2 * PER_ANCHOR + 0, 8, 2] = np.nan  # a centre that is no number
+    grid[3 * PER_ANCHOR + 4, 9, 9] = np.inf  # infinite objectness, and an infinite class logit
+    grid[3 * PER_ANCHOR + 5 + 6, 9, 9] = np.inf
+    put_box(grid, anchor=4, row=10, col=10, tw=math.log(2.0), to=4.0, class_logits={7: 6.0})  # a sound one
+    model = onnx_models.constant_grid(tmp_path / "grid.onnx", grid)
+    detector = Detector(model, backend="onnxruntime")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any RuntimeWarning fails the test
+        for _ in range(3):
+            detections, _ = detector.detect(np.zeros((416, 832, 3), dtype=np.uint8))
+    assert [(d.class_id, d.label) for d in detections] == [(7, "cat")]
+    boxes = np.array([d.box for d in detections])
+    assert np.isfinite(boxes).all() and ((boxes[:, 2:] - boxes[:, :2]) >= 1).all()
+    told = [r.getMessage() for r in caplog.records if "out of range" in r.getMessage()]
+    assert len(told) == 1 and detector.output_problem in told[0]
+    assert "boxes over 4 images a side" in told[0] and "values that are not numbers or infinite" in told[0]
+
+
+def test_decoding_keeps_no_box_smaller_than_a_pixel_or_twice_the_same():
+    grid = empty_grid()
+    put_box(grid, anchor=0, row=6, col=6, tw=-12.0, th=-12.0, to=5.0, class_logits={1: 5.0})  # 0.0004 px
+    for col, tx in ((4, 20.0), (5, -20.0)):  # the same box twice, of one class: NMS keeps one
+        put_box(grid, anchor=4, row=6, col=col, tx=tx, tw=-1.0, th=-1.0, to=5.0, class_logits={1: 5.0})
+    boxes, scores, class_ids = data_processing.postprocess(grid[None], VOC_ANCHORS, (416, 416))
+    assert len(boxes) == 1 and (boxes[0, 2:] - boxes[0, :2] >= 1).all()

@@ -632,6 +632,25 @@ def test_a_file_plays_for_its_viewers(tmp_path, red_square_model):
         camera.stop()
 
 
+def test_a_video_whose_frames_are_damaged_is_an_error_not_a_finished_clip(tmp_path, red_square_model):
+    """Its header opens, so it passes the start's check, but it gives no frame: before, it was
+    reported 'ended', healthy, while no viewer ever saw a picture."""
+    path = tmp_path / "clip.avi"
+    write_clip(str(path), greys(20), 20)
+    data = path.read_bytes()
+    header = data.index(b"movi") + 4
+    path.write_bytes(data[:header] + bytes(len(data) - header))  # its frames zeroed
+    camera = Camera(open_source(str(path)), Detector(red_square_model, backend="onnxruntime")).start()
+    try:
+        camera.join_viewer()
+        assert wait_until(lambda: camera.state == "error", 5), camera.state
+        assert camera.last_error == "{} gave no frame: a damaged video, or one OpenCV cannot decode".format(path)
+        assert not camera.healthy() and camera.latest_frame().status == "error"
+        assert camera.stats()["frames_published"] == 0
+    finally:
+        camera.stop()
+
+
 @pytest.mark.parametrize("step", [-3600.0, 3600.0])
 def test_a_wall_clock_set_back_or_ahead_does_not_stop_the_stream(red_square_model, monkeypatch, step):
     """Frames are paced and detectors scheduled on the monotonic clock: with the wall clock
