@@ -76,6 +76,8 @@ class RequestHandler(WSGIRequestHandler):
             self.run_wsgi()
 
     def send_error(self, code, message=None, explain=None):
+        if self.request_version == "HTTP/0.9":  # a line that was no request: answered with a status line
+            self.request_version = "HTTP/1.0"
         short, long = self.responses.get(code, ("Error", ""))
         body = (json.dumps({"error": "{}: {}".format(message or short, explain or long)}) + "\n").encode()
         self.log_error("code %d, message %s", code, message or short)

@@ -3,6 +3,7 @@
 a 4xx, or the data), never an HTML page, a 5xx or a traceback, and the access token reaches no
 log line of any component (the app, Werkzeug, uWSGI, nginx's access and error logs)."""
 import json
+import re
 import socket
 
 import pytest
@@ -32,7 +33,7 @@ def exchange(port, data, timeout=15):
             pass
         answer = b""
         try:
-            while True:
+            while not whole(answer):
                 chunk = connection.recv(65536)
                 if not chunk:
                     break
@@ -44,6 +45,14 @@ def exchange(port, data, timeout=15):
     headers = dict((name.strip().lower(), value.strip()) for name, _, value in
                    (line.partition(":") for line in header_lines))
     return int(status_line.split()[1]), headers, body
+
+
+def whole(answer):
+    """Whether `answer` holds a whole response of a stated length (nginx lingers on a refused
+    upload's connection for the rest of its body, a client need not)."""
+    head, separator, body = answer.partition(b"\r\n\r\n")
+    length = re.search(rb"\r\ncontent-length: *(\d+)", head, re.IGNORECASE)
+    return bool(separator and length and len(body) >= int(length.group(1)))
 
 
 def multipart(fields):
