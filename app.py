@@ -9,6 +9,8 @@ import os
 import sys
 
 import commands
+import compare
+import evaluate
 import production
 import server
 from errors import USER_ERRORS
@@ -23,7 +25,8 @@ def serve(args):
 
 
 HANDLERS = {"serve": serve, "detect": commands.cmd_detect, "fetch-model": commands.cmd_fetch_model,
-            "build-engine": commands.cmd_build_engine, "check": commands.cmd_check, "compare": commands.cmd_compare}
+            "build-engine": commands.cmd_build_engine, "check": commands.cmd_check, "compare": compare.cmd_compare,
+            "evaluate": evaluate.cmd_evaluate}
 
 
 def configure_logging(level):

@@ -23,6 +23,7 @@ from drawing import draw_banner, draw_detections, draw_overlay, encode_opencv, f
 from errors import SourceError
 from pictures import fitted
 from scheduler import Handover, run_job
+from tracking import Tracker
 from watchdog import Watchdog
 
 log = logging.getLogger("streamdetect.camera")
@@ -50,14 +51,19 @@ class Camera(object):
     RESTART_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 
     def __init__(self, source, detector, jpeg_quality=80, idle_stop=0.0, max_viewers=0, encoders=None,
-                 on_hang=None, hang_seconds=60.0):
+                 on_hang=None, hang_seconds=60.0, tracker=None, events=None):
         """on_hang(reason): called once when the pipeline has been stalled for `hang_seconds` (a
         live source that gives no frame without failing), or an inference (even one of several
         in flight, the others publishing) or the source's open() has not returned for as long: a
         driver call that never returns holds the device (camera or GPU), which only a new process
-        can open again."""
+        can open again.
+        `tracker` (a tracking.Tracker; default one named "camera") gives each detection the id of
+        its object; `events`, when given, gets each frame's tracked events and counts by its
+        publish(camera, events, counts) (an MQTT publisher), and stats() for /api/stats."""
         self.source = source
         self.detector = detector
+        self.tracker = tracker or Tracker()
+        self.events = events
         self.jpeg_quality = int(jpeg_quality)
         self.idle_stop = float(idle_stop or 0.0)
         self.max_viewers = int(max_viewers or 0)
@@ -127,6 +133,8 @@ class Camera(object):
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         self.state = "stopped"
+        if self.events is not None:
+            self.events.publish(self.tracker.camera, self.tracker.end_all(time.time()), {})
         self._publish_status("stopped")
         if not any(thread.is_alive() for thread in self._threads):
             self.detector.close()  # only once no stage can still be using the engine
@@ -216,14 +224,18 @@ class Camera(object):
             "viewers": self.viewers,
             "max_viewers": self.max_viewers or None,
             "backend": self.detector.backend,
+            "precision": self.detector.engine.precision,
             "model": self.detector.model_name,
             "model_outputs": self.detector.output_problem or "in range",
+            "tracked": self.tracker.counts(),
             "classes": self.detector.class_names(),
             "width": latest.width if latest else 0,
             "height": latest.height if latest else 0,
             "uptime": round(now - self._started_clock, 1),
             "started_at": self.started_at,
         })
+        if self.events is not None:
+            stats["mqtt"] = self.events.stats()
         return stats
 
     def healthy(self):
@@ -443,6 +455,8 @@ class Camera(object):
                 item, self._to_render = self._to_render, None
             if item is None:
                 self._show_stall()
+                with self._render_lock:  # objects unseen for the timeout end while no frame comes
+                    self._track([], time.time(), self._newest_rendered)
             else:
                 self._render(*item)
 
@@ -458,6 +472,7 @@ class Camera(object):
             try:
                 height, width = frame.shape[:2]
                 detections = self.detector.decode(output, (width, height))
+                self._track(detections, captured_at, number)
                 published = self._publish_live(frame, detections, inference_ms, captured_at)
                 self._average("render_ms", (published.published_at - started) * 1000.0)
                 self._average("latency_ms", (time.time() - captured_at) * 1000.0)
@@ -470,6 +485,12 @@ class Camera(object):
                 log.warning("decoding, drawing and encoding work again, after %d frames skipped",
                             self._render_failures)
                 self._render_failures = 0
+
+    def _track(self, detections, now, number):
+        """Give `detections` their objects' ids; their events and counts go to `events`."""
+        found = self.tracker.update(detections, now, number)
+        if self.events is not None:
+            self.events.publish(self.tracker.camera, found, self.tracker.counts())
 
     def _show_stall(self):
         """Mark the picture STALLED, once, when the source stops giving frames without failing or

@@ -9,7 +9,6 @@ import sys
 import time
 
 import cv2
-import numpy as np
 
 from drawing import draw_detections
 from errors import EngineError, ModelError
@@ -17,8 +16,8 @@ from get_engine import auto_backends
 from pictures import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, decoded_picture, files_in
 from settings import detector_from_args
 from sources.opencv_source import opencv_has_gstreamer, reported_fps
-from sources.synthetic import SyntheticSource
 from sources.v4l2 import resolve_source
+from tracking import Tracker
 from yolo_tool import DEFAULT_MODEL, NAMED_MODELS, cache_dir, cached_model, resolve_model, result_record
 
 log = logging.getLogger("streamdetect")
@@ -119,18 +118,21 @@ def detect_picture(detector, path, out):
 
 
 def detect_video(detector, path, target):
-    """`detect` for a video: one JSON line per frame (its number and time added), and its
-    annotated copy written to `target` (an MJPG AVI) if given; 1 if that fails, else 0."""
+    """`detect` for a video: one JSON line per frame (its number and time added, and each
+    detection its object's id), and its annotated copy written to `target` (an MJPG AVI) if
+    given; 1 if that fails, else 0."""
     capture = cv2.VideoCapture(path)
     fps = reported_fps(capture)
     total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     writer, failed, index, noted_at = None, 0, 0, time.monotonic()
+    tracker = Tracker()  # each object keeps its id from frame to frame, by the video's own clock
     try:
         while True:
             ok, frame = capture.read()
             if not ok:
                 break
             detections, inference_ms = detector.detect(frame)
+            tracker.update(detections, index / fps, index)
             height, width = frame.shape[:2]
             record = result_record(path, width, height, detector.backend, inference_ms, detections)
             record.update(frame=index, time=round(index / fps, 3))
@@ -237,52 +239,3 @@ def cmd_check(args):
     except ModelError as exc:  # reported, as a backend that cannot run is
         print("model cache   " + str(exc))
     return 0
-
-
-def cmd_compare(args):
-    """One model on each backend: latency, largest raw-output difference, same detections?"""
-    backends = args.backends.split(",") if args.backends else auto_backends()[0]
-    images = []
-    for path in files_named(args.images, IMAGE_EXTENSIONS):
-        image = cv2.imread(path, cv2.IMREAD_COLOR) if os.path.isfile(path) else None
-        if image is None:
-            raise ModelError("{}: {}".format(path, why_not_an_image(path)))
-        images.append((path, image))
-    if not images:
-        source = SyntheticSource("test://")
-        images = [("test://#{}".format(i), source.scene(1000.0 + i * 0.7)) for i in range(args.frames)]
-    results = []
-    for backend in backends:
-        args.backend = backend
-        detector = detector_from_args(args)
-        outputs, found, times = [], [], []
-        for _, image in images:
-            for _ in range(args.repeat):
-                output, inference_ms = detector.infer(image)
-                times.append(inference_ms)
-            outputs.append(output)
-            height, width = image.shape[:2]
-            found.append([(d.class_id, round(d.score, 3), [round(v) for v in d.box])
-                          for d in detector.decode(output, (width, height))])
-        results.append((backend, detector.engine.detail, outputs, found, float(np.median(times)),
-                        detector.output_problem))
-        detector.close()
-    reference = results[0]
-    report = []
-    for backend, detail, outputs, found, median_ms, output_problem in results:
-        difference = max(float(np.abs(a - b).max()) for a, b in zip(outputs, reference[2]))
-        report.append({"backend": backend, "detail": detail, "median_ms": round(median_ms, 2),
-                       "max_abs_diff_vs_" + reference[0]: difference, "same_detections": found == reference[3],
-                       "model_outputs": output_problem or "in range"})
-    if args.json:
-        print(json.dumps(report))
-    else:
-        print("{:<12} {:>10} {:>14} {:>16}  {}".format("backend", "median ms", "max |diff|", "same detections",
-                                                       "engine"))
-        for row in report:
-            print("{:<12} {:>10.2f} {:>14.2e} {:>16}  {}".format(
-                row["backend"], row["median_ms"], row["max_abs_diff_vs_" + reference[0]],
-                "yes" if row["same_detections"] else "NO", row["detail"]))
-            if row["model_outputs"] != "in range":
-                print("{:<12} {}".format("", row["model_outputs"]))
-    return 0 if all(row["same_detections"] for row in report) else 1

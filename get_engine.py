@@ -72,6 +72,8 @@ class Engine(object):
     # How many infer() calls the pipeline runs at once; more than one only where the
     # backend is thread-safe and gains throughput from it.
     frames_in_flight = 1
+    # The arithmetic the model runs in (TensorRT's engines choose theirs).
+    precision = "fp32"
 
     def __init__(self, model_path):
         self.model_path = model_path
@@ -111,15 +113,18 @@ def onnxruntime_providers(available, cache_folder=None):
 class OnnxRuntimeEngine(Engine):
     name = "onnxruntime"
 
-    def __init__(self, model_path, cache_folder=None, frames_in_flight=1):
+    def __init__(self, model_path, cache_folder=None, frames_in_flight=1, precision="auto",
+                 calibration_images=None, input_scale=None):
         """frames_in_flight: how many infer() calls will run at once, each then given its
-        share of the cores; 0 = 2 when the model runs on a CPU with 2 cores or more."""
+        share of the cores; 0 = 2 when the model runs on a CPU with 2 cores or more.
+        precision int8: the model quantized, calibrated on `calibration_images` (int8_model)."""
         super(OnnxRuntimeEngine, self).__init__(model_path)
         try:
             import onnxruntime
         except ImportError:
             raise EngineError("onnxruntime is not installed; pip install onnxruntime, "
                               "or use --backend opencv")
+        runs = self._model_to_run(precision, cache_folder, calibration_images, input_scale)
         available = onnxruntime.get_available_providers()
         if "TensorrtExecutionProvider" in available and cache_folder:
             try:
@@ -140,16 +145,31 @@ class OnnxRuntimeEngine(Engine):
         if self.frames_in_flight > 1:
             options.intra_op_num_threads = max(1, cores // self.frames_in_flight)
         try:
-            self.session = onnxruntime.InferenceSession(model_path, sess_options=options,
-                                                        providers=providers)
+            self.session = onnxruntime.InferenceSession(runs, sess_options=options, providers=providers)
         except Exception as exc:
             raise ModelError("ONNX Runtime cannot load {}: {}".format(model_path, last_line(exc)))
         self.output_name = self.session.get_outputs()[0].name
         self.detail = ",".join(p.replace("ExecutionProvider", "") for p in self.session.get_providers())
+        if self.precision == "int8":
+            self.detail += ", int8"
         if self.frames_in_flight > 1:
             threads = options.intra_op_num_threads
             self.detail += ", {} frames x {} thread{}".format(self.frames_in_flight, threads,
                                                                "s" if threads > 1 else "")
+
+    def _model_to_run(self, precision, cache_folder, calibration_images, input_scale):
+        """The model file to load: the one given, or its INT8 copy; fp16 is a GPU's."""
+        if precision == "fp16":
+            raise EngineError("--precision fp16 is for TensorRT on a GPU; ONNX Runtime on the CPU runs fp32 "
+                              "(auto) or int8")
+        if precision != "int8":
+            return self.model_path
+        if not cache_folder:
+            raise EngineError("--precision int8 needs a folder for its quantized model")
+        from int8_model import int8_model
+        self.precision = "int8"
+        return int8_model(self.model_path, cache_folder, calibration_images, self.input_name, self.input_shape,
+                          1.0 if input_scale is None else input_scale)
 
     def infer(self, blob):
         return self.session.run([self.output_name], {self.input_name: blob})[0]
@@ -159,7 +179,10 @@ class OpenCVEngine(Engine):
     name = "opencv"
     uses_opencv_threads = True
 
-    def __init__(self, model_path):
+    def __init__(self, model_path, precision="auto"):
+        if precision not in ("auto", "fp32"):
+            raise EngineError("--precision {} is not OpenCV DNN's, which runs fp32: use --backend onnxruntime for "
+                              "int8, tensorrt for fp16".format(precision))
         super(OpenCVEngine, self).__init__(model_path)
         import cv2
         try:
@@ -486,7 +509,9 @@ ENGINES = {"tensorrt": TensorRTEngine, "onnxruntime": OnnxRuntimeEngine, "opencv
 # The `create_engine` options each backend takes (cache_folder: where ONNX Runtime's
 # TensorRT provider and our TensorRT engine keep their built engines).
 ENGINE_OPTIONS = {"tensorrt": ("cache_folder", "precision", "workspace_mb", "calibration_images", "input_scale"),
-                  "onnxruntime": ("cache_folder", "frames_in_flight"), "opencv": ()}
+                  "onnxruntime": ("cache_folder", "frames_in_flight", "precision", "calibration_images",
+                                  "input_scale"),
+                  "opencv": ("precision",)}
 
 
 def auto_backends():
@@ -508,9 +533,6 @@ def _open(backend, model_path, options):
     started = time.monotonic()
     engine = ENGINES[backend](model_path, **{k: v for k, v in options.items() if k in ENGINE_OPTIONS[backend]})
     log.info("loaded %s on %r in %.1f s", model_path, engine, time.monotonic() - started)
-    if options.get("precision", "auto") != "auto" and "precision" not in ENGINE_OPTIONS[backend]:
-        log.warning("--precision %s is TensorRT's; %s runs the model in the precision it was saved in",
-                    options["precision"], backend)
     return engine
 
 

@@ -9,13 +9,17 @@ import time
 
 from camera import Camera
 from errors import EngineError, ModelError, SourceError
+from mqtt_events import EventPublisher
 from settings import detector_from_args
 from sources import open_source
 from sources.v4l2 import resolve_source
+from tracking import Tracker
 from web_params import HttpError
 
 log = logging.getLogger("streamdetect")
 
+# The name of the one camera a server streams, in MQTT topics and events.
+CAMERA_NAME = "camera"
 # The exit status of a server that ended itself because its source or an inference hangs (--exit-on-hang).
 EXIT_HUNG = 3
 
@@ -108,10 +112,15 @@ class LazyCamera(object):
         source = open_source(resolve_source(settings.source), settings.width, settings.height,
                              settings.fps, settings.loop, settings.flip)
         detector = detector_from_args(settings)
+        tracker = Tracker(CAMERA_NAME, settings.track_timeout)
+        events = None
+        if settings.mqtt:
+            labels = detector.class_names() or detector.labels
+            events = EventPublisher(settings.mqtt, {CAMERA_NAME: labels}, not settings.no_ha_discovery).start()
         self.camera = Camera(source, detector, jpeg_quality=settings.jpeg_quality,
                              idle_stop=settings.idle_stop, max_viewers=settings.max_viewers,
                              on_hang=exit_for_a_new_process if settings.exit_on_hang else None,
-                             hang_seconds=settings.exit_on_hang).start()
+                             hang_seconds=settings.exit_on_hang, tracker=tracker, events=events).start()
         self.error = None
         atexit.register(self.stop)  # join the threads before the interpreter (and OpenCV) go away
         return self.camera
@@ -119,3 +128,5 @@ class LazyCamera(object):
     def stop(self):
         if self.camera is not None:
             self.camera.stop()
+            if self.camera.events is not None:
+                self.camera.events.stop()

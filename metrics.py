@@ -43,7 +43,20 @@ def prometheus_text(camera):
             for label in camera.detector.class_names() or camera.detector.labels:
                 objects.add_metric([label], counts[label])
             yield objects
+            if "mqtt" in stats:
+                for family in mqtt_families(stats["mqtt"]):
+                    yield family
 
     registry = CollectorRegistry()
     registry.register(StatsCollector())
     return generate_latest(registry)
+
+
+def mqtt_families(mqtt):
+    """The MQTT client's connection and its events sent and dropped (--mqtt)."""
+    yield GaugeMetricFamily("streamdetect_mqtt_connected", "1 while connected to the MQTT broker",
+                            value=1.0 if mqtt["connected"] else 0.0)
+    yield CounterMetricFamily("streamdetect_mqtt_events_sent", "tracked objects' events published",
+                              value=mqtt["events_sent"])
+    yield CounterMetricFamily("streamdetect_mqtt_events_dropped", "events dropped while the broker was away",
+                              value=mqtt["events_dropped"])

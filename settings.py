@@ -7,14 +7,17 @@ import os
 import re
 import sys
 
-from parsing import listed_names, number_in_range, slip_for
+from errors import ServerSetupError
+from evaluation import EVALUATE_CONF
 from get_engine import BACKENDS, PRECISIONS
+from mqtt_events import BrokerAddress
+from parsing import listed_names, number_in_range, slip_for
 from sources import CAPTURE_LIMITS, FLIPS
 from yolo_tool import DEFAULT_MODEL, NAMED_MODELS, Detector, parse_anchors, read_labels
 
 log = logging.getLogger("streamdetect")
 
-COMMANDS = ("serve", "detect", "fetch-model", "build-engine", "check", "compare")
+COMMANDS = ("serve", "detect", "fetch-model", "build-engine", "check", "compare", "evaluate")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -115,13 +118,13 @@ def add_model_options(parser):
                        help="multiplier from 0-255 pixels to the model's input range "
                             "(1 for the zoo model, 0.00392 for models trained on 0-1)")
     group.add_argument("--precision", choices=PRECISIONS, type=one_of(PRECISIONS), default=env("PRECISION", "auto"),
-                       help="TensorRT precision; auto = fp16 where the GPU has fast FP16, else fp32 "
-                            "(default %(default)s)")
+                       help="auto = fp16 where the GPU has fast FP16 (TensorRT), else fp32; int8: TensorRT's, "
+                            "or ONNX Runtime's on the CPU, calibrated on --calibration-images (default %(default)s)")
     group.add_argument("--workspace-mb", type=ranged(int, 1), default=env("WORKSPACE_MB", 256),
                        help="TensorRT builder workspace in MB (default %(default)s)")
     group.add_argument("--calibration-images", type=os.path.expanduser, default=env("CALIBRATION_IMAGES", None),
                        metavar="DIR",
-                       help="TensorRT --precision int8: folder of typical images to calibrate with")
+                       help="--precision int8: folder of typical images to calibrate with (a hundred or more)")
     group.add_argument("--conf", type=ranged(float, 0.0, 1.0), default=env("CONF", 0.5),
                        help="confidence threshold, 0-1 (default %(default)s)")
     group.add_argument("--iou", type=ranged(float, 0.0, 1.0), default=env("IOU", 0.45),
@@ -159,6 +162,7 @@ def add_serve_options(parser):
     group.add_argument("--port", type=port_number, default=env("PORT", 8080), help="default %(default)s")
     add_source_options(group)
     add_pipeline_options(group)
+    add_event_options(group)
     add_web_options(group)
     add_production_options(group)
 
@@ -187,6 +191,30 @@ def add_source_options(group):
     group.add_argument("--loop", action="store_true", default=env_switch("LOOP"),
                        help="repeat a video file without end (else it plays when its first viewer comes, "
                             "and again for one who joins after its end)")
+
+
+def add_event_options(group):
+    """Tracking, and the events of tracked objects over MQTT."""
+    group.add_argument("--track-timeout", type=ranged(float, 0.0), default=env("TRACK_TIMEOUT", 1.0),
+                       metavar="SECONDS", help="an object unseen for this long has left: its end event is sent "
+                                               "(default %(default)s)")
+    group.add_argument("--mqtt", type=mqtt_url, default=env("MQTT", None),
+                       metavar="mqtt://[USER:PASSWORD@]HOST[:PORT][/PREFIX]",
+                       help="publish tracked objects' events and counts to this MQTT broker (mqtts:// for TLS "
+                            "with the system's CAs; port 1883, prefix streamdetect by default), with Home "
+                            "Assistant's discovery; the stream goes on while the broker is down")
+    group.add_argument("--no-ha-discovery", action="store_true", default=env_switch("NO_HA_DISCOVERY"),
+                       help="--mqtt: do not announce the count sensors to Home Assistant")
+
+
+def mqtt_url(text):
+    """--mqtt: a broker's URL, checked now (its password never shown)."""
+    try:
+        BrokerAddress(text)
+    except ServerSetupError as exc:
+        raise argparse.ArgumentTypeError(str(exc).split(": ", 1)[1] + (
+            " (in ${})".format(text.variable) if isinstance(text, FromEnvironment) else ""))
+    return str(text)
 
 
 def add_pipeline_options(group):
@@ -262,6 +290,7 @@ def build_parser():
     add_detect_command(commands, common)
     add_model_commands(commands, common)
     add_compare_command(commands, common)
+    add_evaluate_command(commands, common)
     for command in commands.choices.values():  # whose usage a mistyped option is shown with
         command.set_defaults(command_parser=command)
     return parser
@@ -316,18 +345,54 @@ def add_model_commands(commands, common):
 
 def add_compare_command(commands, common):
     compare = commands.add_parser(
-        "compare", parents=[common], help="run the model on each backend and compare them",
-        description="Run one model on each available backend over a few images (a folder: its images; "
-                    "default: test:// frames): median inference time, the largest raw-output difference "
-                    "from the first backend, and whether the detections are the same. Exit status 1 if "
-                    "they differ.")
+        "compare", parents=[common], conflict_handler="resolve",  # its --precision takes a list
+        help="run the model on each backend and precision and compare them",
+        description="Run one model on each available backend, in each --precision, over a few images (a "
+                    "folder: its images; default: test:// frames): median inference time, the largest "
+                    "raw-output difference from the first row, whether the detections are the same, and "
+                    "with --dataset each row's mAP@0.5. Exit status 1 if the detections differ.")
     compare.add_argument("images", nargs="*", metavar="IMAGE|FOLDER")
     compare.add_argument("--backends", help="comma-separated, in order (default: all available)")
     compare.add_argument("--frames", type=ranged(int, 1), default=5,
                          help="test:// frames without images (default %(default)s)")
     compare.add_argument("--repeat", type=ranged(int, 1), default=5, help="timed runs per image (default %(default)s)")
-    compare.add_argument("--json", action="store_true", help="print the report as JSON")
+    compare.add_argument("--json", action="store_true", help="print one JSON object per row: backend, precision, "
+                                                            "median_ms, max_abs_diff, same_detections, map50")
     add_model_options(compare)
+    compare.add_argument("--precision", type=precisions, default=env("PRECISION", "auto"), metavar="P,P",
+                         help="precisions to compare, in order: auto, fp32, fp16, int8 (default %(default)s)")
+    compare.add_argument("--dataset", type=os.path.expanduser, metavar="DATASET",
+                         help="a labelled dataset (as for evaluate) on which each row's mAP@0.5 is measured")
+
+
+def precisions(text):
+    """compare --precision fp32,int8: each one of PRECISIONS."""
+    for name in listed_names(text):
+        one_of(PRECISIONS)(name)
+    if not listed_names(text):
+        raise argparse.ArgumentTypeError("give one or more of {}".format(", ".join(PRECISIONS)))
+    return ",".join(listed_names(text))
+
+
+def add_evaluate_command(commands, common):
+    evaluate = commands.add_parser(
+        "evaluate", parents=[common], help="measure the model on labelled pictures: AP per class, mAP",
+        description="Run the model over a labelled dataset and print, per class, AP@0.5 and AP@[.5:.95] as COCO "
+                    "defines them (101-point interpolation, up to 100 detections per picture and class, "
+                    "all sizes), and their means over the classes that have labelled objects. DATASET is "
+                    "a Pascal VOC folder (Annotations/*.xml and JPEGImages/; difficult objects ignored), a "
+                    "folder of pictures with YOLO .txt labels beside them (class index, then the box's "
+                    "normalised centre and size), or a COCO .json file (--images: its pictures' folder). "
+                    "The detections are those detect gives with the same options, at --conf 0.001 unless "
+                    "given. Pictures that cannot be read are reported and left out.")
+    evaluate.add_argument("dataset", metavar="DATASET")
+    evaluate.add_argument("--images", type=os.path.expanduser, metavar="DIR",
+                          help="a COCO file's pictures (default: the file's folder)")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object: map50, map, per_class "
+                                                             "({label: {ap50, ap, objects}}), images, backend, "
+                                                             "precision, model")
+    add_model_options(evaluate)
+    evaluate.set_defaults(conf=EVALUATE_CONF)
 
 
 def settings_from_env():

@@ -259,17 +259,21 @@ def parse_anchors(text):
 class Detection(object):
     """One detected object; `box` is [x1, y1, x2, y2] in image pixels."""
 
-    __slots__ = ("label", "class_id", "score", "box")
+    __slots__ = ("label", "class_id", "score", "box", "id")
 
     def __init__(self, label, class_id, score, box):
         self.label = label
         self.class_id = class_id
         self.score = score
         self.box = box
+        self.id = None  # the tracked object's, in a stream or a video
 
     def to_dict(self):
-        return {"label": self.label, "class_id": self.class_id, "score": round(self.score, 4),
-                "box": [round(v, 1) for v in self.box]}
+        record = {"label": self.label, "class_id": self.class_id, "score": round(self.score, 4),
+                  "box": [round(v, 1) for v in self.box]}
+        if self.id is not None:
+            record["id"] = self.id
+        return record
 
 
 def result_record(image, width, height, backend, inference_ms, detections):

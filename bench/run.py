@@ -8,6 +8,7 @@ the figures are about speed, never accuracy. Ratios are measured in one run
 on one machine, so they compare across machines where absolute times do not.
 """
 import argparse
+import itertools
 import math
 import os
 import platform
@@ -17,6 +18,7 @@ import tempfile
 import threading
 import time
 
+import cv2
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -29,10 +31,12 @@ import onnx_models  # noqa: E402
 from clients import cpu_seconds, descendants, process_usage, thread_cpu, watch_many  # noqa: E402
 from drawing import jpeg_encoders  # noqa: E402
 from get_engine import create_engine  # noqa: E402
+from mqtt_events import EventPublisher  # noqa: E402
 from sources import CAPTURE_LIMITS  # noqa: E402
 from sources.synthetic import SyntheticSource  # noqa: E402
 from streaming import Server, free_port  # noqa: E402
-from yolo_tool import VOC_ANCHORS  # noqa: E402
+from tracking import Tracker  # noqa: E402
+from yolo_tool import VOC_ANCHORS, VOC_LABELS, Detection  # noqa: E402
 
 TABLE = os.path.join(ROOT, "docs", "benchmarks.md")
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
@@ -114,6 +118,42 @@ def bench_inference(results, model_path, seconds, rounds):
                         np.median(fps), fps.min(), fps.max(), np.median(per_frame) * 1000))
 
 
+def calibration_folder(workdir):
+    """test:// scenes to calibrate an INT8 model with."""
+    folder = os.path.join(workdir, "calibration")
+    os.makedirs(folder, exist_ok=True)
+    source = SyntheticSource("test://")
+    for number in range(20):
+        cv2.imwrite(os.path.join(folder, "{:02d}.jpg".format(number)), source.scene(1000.0 + number * 0.9))
+    return folder
+
+
+def int8_options(workdir):
+    """create_engine's options for ONNX Runtime INT8, cached where the servers started here look
+    (their STREAMDETECT_HOME is the workdir's)."""
+    return {"precision": "int8", "calibration_images": calibration_folder(workdir), "input_scale": 1.0,
+            "cache_folder": os.path.join(os.environ["STREAMDETECT_HOME"], "engines")}
+
+
+def bench_int8(results, model_path, seconds, rounds, workdir):
+    """(8) ONNX Runtime's bare inference at INT8 against FP32, the two taking turns."""
+    engines = [create_engine(model_path, "onnxruntime"), create_engine(model_path, "onnxruntime",
+                                                                       **int8_options(workdir))]
+    measured = [[], []]
+    try:
+        for _ in range(rounds):
+            for engine, rates in zip(engines, measured):
+                rates.append(inference_rate(engine, seconds)[0])
+    finally:
+        for engine in engines:
+            engine.close()
+    fp32, int8 = (float(np.median(rates)) for rates in measured)
+    ratios = np.array(measured[1]) / np.array(measured[0])
+    results.add("(8) bare inference, onnxruntime INT8 / FP32 ({}), median of {} alternating rounds".format(
+        engines[1].detail, rounds), "{:.1f} / {:.1f} FPS = {:.2f}x (rounds {:.2f}-{:.2f})".format(
+        int8, fp32, int8 / fp32, ratios.min(), ratios.max()), ">= 1.25x", int8 / fp32 >= 1.25)
+
+
 def bench_postprocess(results, model_path, seconds):
     engine = create_engine(model_path, "onnxruntime")
     grid = engine.infer(random_blob(seed=1))
@@ -138,6 +178,25 @@ def bench_encoders(results, seconds):
             figures.append("{} {:.2f} ms".format(name, per_call * 1000))
         results.add("JPEG encode {}x{} (quality 80)".format(width, height), ", ".join(figures),
                     "fastest is used")
+
+
+def bench_events(results, seconds):
+    """(7) the event path of each frame in the pipeline's thread: tracking five moving objects
+    and handing their events and counts to the MQTT publisher (whose own thread sends them)."""
+    publisher = EventPublisher("mqtt://127.0.0.1/bench", {"camera": VOC_LABELS})
+    tracker, frames = Tracker("camera", 1.0), itertools.count()
+
+    def one_frame():
+        number = next(frames)
+        x = (number * 4) % 400
+        detections = [Detection("person", 14, 0.8, [x + 120.0 * i, 100.0, x + 120.0 * i + 60, 260.0])
+                      for i in range(5)]
+        publisher.publish("camera", tracker.update(detections, number / 30.0, number), tracker.counts())
+        if publisher._queue.full():  # no broker here: what its thread would have taken
+            publisher._queue.queue.clear()
+    per_frame = time_per_call(one_frame, seconds)
+    results.add("(7) event path per frame: tracking 5 objects + handing events to MQTT",
+                "{:.3f} ms".format(per_frame * 1000), "<= 0.3 ms", per_frame * 1000 <= 0.3)
 
 
 def wait_until_idle(server, timeout=10.0):
@@ -199,7 +258,7 @@ def stream_server(model_path, source_fps, in_flight, *options):
                   *options)
 
 
-def bench_stream(results, model_path, seconds, rounds, in_flight=0):
+def bench_stream(results, model_path, seconds, rounds, in_flight=0, int8=None):
     """(2) one viewer on the development server against bare inference, with
     `in_flight` frames at once (0: the server's default); (4) capture-to-receipt
     latency in the same rounds.
@@ -212,10 +271,12 @@ def bench_stream(results, model_path, seconds, rounds, in_flight=0):
     Stream and bare inference alternate in `rounds` (the server pauses while no
     one watches: --idle-stop), and each stream is compared with the mean of the
     bare measurements just before and just after it, so that the machine's drift
-    touches both alike; the ratio is the median of the rounds'."""
-    engine = create_engine(model_path, "onnxruntime", frames_in_flight=in_flight)
+    touches both alike; the ratio is the median of the rounds'. With `int8` (int8_options),
+    the stream and bare inference both run the INT8 model."""
+    engine = create_engine(model_path, "onnxruntime", frames_in_flight=in_flight, **(int8 or {}))
     source_fps = int(min(CAPTURE_LIMITS["fps"][2], max(60, math.ceil(1.25 * inference_rate(engine, seconds)[0]))))
-    with stream_server(model_path, source_fps, in_flight, "--idle-stop", "0.5") as server:
+    precision = ("--precision", "int8", "--calibration-images", int8["calibration_images"]) if int8 else ()
+    with stream_server(model_path, source_fps, in_flight, "--idle-stop", "0.5", *precision) as server:
         bare_rates, stream_rates, latencies, samplers, cpu, client_cpu, elapsed = [], [], [], [], {}, 0.0, 0.0
         for _ in range(rounds):
             wait_until_idle(server)
@@ -241,6 +302,10 @@ def bench_stream(results, model_path, seconds, rounds, in_flight=0):
     figure = "{:.1f} / {:.1f} = {:.3f} (rounds {:.2f}-{:.2f})".format(
         np.median(stream_rates), np.median(bare_rates), ratio, ratios.min(), ratios.max())
     title = "(2) stream FPS, 1 viewer, test:// 640x480 @{} / bare, {}{}, median of {} alternating rounds"
+    if int8:
+        results.add(title.replace("(2)", "(8)").format(source_fps, setting, ", INT8 / bare INT8", rounds), figure,
+                    ">= 0.95", ratio >= 0.95)
+        return
     if in_flight:  # an alternative setting, shown for its trade-off; the goal is the default's
         results.add(title.format(source_fps, setting, "", rounds), figure)
     else:
@@ -407,8 +472,12 @@ def main(argv=None):
         bench_inference(results, model_path, seconds, stream_rounds // 2 or 1)
         bench_postprocess(results, model_path, seconds)
         bench_encoders(results, seconds)
+        bench_events(results, seconds)
         bench_stream(results, model_path, seconds, stream_rounds)
         bench_stream(results, model_path, seconds, stream_rounds // 2 or 1, in_flight=1)
+        os.environ["STREAMDETECT_HOME"] = os.path.join(workdir, "home")  # the INT8 model's cache, the servers' too
+        bench_int8(results, model_path, seconds, stream_rounds // 2 or 1, workdir)
+        bench_stream(results, model_path, seconds, stream_rounds // 2 or 1, int8=int8_options(workdir))
         bench_latency_at_30(results, model_path, stream_seconds)
         bench_production(results, model_path, seconds, viewer_rounds, churn_seconds)
         bench_viewer_cost(results, stream_seconds)

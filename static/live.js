@@ -70,7 +70,7 @@
     }
     d.detections.forEach(function (det) {
       var li = document.createElement("li");
-      li.textContent = det.label + " " + (det.score * 100).toFixed(0) + "% at [" +
+      li.textContent = det.label + (det.id ? " #" + det.id : "") + " " + (det.score * 100).toFixed(0) + "% at [" +
         det.box.map(function (v) { return Math.round(v); }).join(", ") + "]";
       list.appendChild(li);
     });

@@ -6,14 +6,14 @@
 # .floors/ (docs/development.md). Arguments go to pytest: bash tests/run.sh tests/test_cli.py -x
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SYSTEM_PACKAGES=(nginx chromium fonts-dejavu-core shellcheck openssl)
+SYSTEM_PACKAGES=(nginx chromium fonts-dejavu-core shellcheck openssl mosquitto)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends python3-venv "${SYSTEM_PACKAGES[@]}" >/dev/null \
         || apt-get install -y -qq --no-install-recommends "${SYSTEM_PACKAGES[@]}" >/dev/null
 else
-    for program in nginx chromium shellcheck openssl; do
+    for program in nginx chromium shellcheck openssl mosquitto; do
         command -v "$program" >/dev/null || [ -x "/usr/sbin/$program" ] \
             || echo "not installed: $program (as root: apt-get install ${SYSTEM_PACKAGES[*]}); its tests skip" >&2
     done

@@ -20,7 +20,7 @@ from streaming import ROOT, free_port, red_square_scene, run_app as run, taken_p
 def test_help_lists_the_commands():
     result = run("--help")
     assert result.returncode == 0
-    for command in ("serve", "detect", "fetch-model", "build-engine", "check", "compare"):
+    for command in ("serve", "detect", "fetch-model", "build-engine", "check", "compare", "evaluate"):
         assert command in result.stdout
     detect_help = run("detect", "--help")
     assert "--out" in detect_help.stdout and "--backend" in detect_help.stdout
@@ -287,6 +287,7 @@ def test_detect_reads_a_video_frame_by_frame(tmp_path, red_square_model):
     assert [(r["image"], r["frame"], r["time"], r["width"]) for r in records] == [
         (str(video), 0, 0.0, 320), (str(video), 1, 0.1, 320), (str(video), 2, 0.2, 320)]
     assert all(max(r["detections"], key=lambda d: d["score"])["label"] == "aeroplane" for r in records)
+    assert {max(r["detections"], key=lambda d: d["score"])["id"] for r in records} == {1}  # one object throughout
     source, annotated = cv2.VideoCapture(str(video)), cv2.VideoCapture(str(out / "clip.avi"))
     for _ in range(3):
         (read, plain), (written, drawn) = source.read(), annotated.read()
@@ -472,7 +473,7 @@ def test_compare_onnxruntime_and_opencv(tiny_yolov2_model, tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert [row["backend"] for row in report] == ["onnxruntime", "opencv"]
-    assert report[1]["max_abs_diff_vs_onnxruntime"] < 1e-3 and report[1]["same_detections"]
+    assert report[1]["max_abs_diff"] < 1e-3 and report[1]["same_detections"]
     cv2.imwrite(str(tmp_path / "scene.png"), red_square_scene())
     (tmp_path / "notes.txt").write_text("not an image: left out")
     result = run("compare", str(tmp_path), "--model", tiny_yolov2_model, "--backends", "onnxruntime", "--json")
@@ -496,7 +497,7 @@ def test_a_mistyped_command_is_named_with_the_one_meant(tmp_path):
     result = run("detetc", str(tmp_path / "x.jpg"))
     assert (result.returncode, result.stderr) == (2, (
         "python app.py: error: 'detetc' is no command (did you mean detect?); the commands are serve, detect, "
-        "fetch-model, build-engine, check, compare (python app.py --help)\n"))
+        "fetch-model, build-engine, check, compare, evaluate (python app.py --help)\n"))
     assert "is no command;" in run("pictures").stderr
     assert "unrecognized arguments: --sauce" in run("--sauce", "test://").stderr  # options still go to serve
 

@@ -120,8 +120,8 @@ def test_docker_run_streams_the_camera_it_is_given(tmp_path):
 def test_python_3_6_gets_the_last_releases_that_support_it():
     jetson = pins_for("3.6", "aarch64")
     assert jetson == {"flask": "==2.0.3", "werkzeug": "==2.0.3", "numpy": "==1.19.5", "onnx": "==1.11.0",
-                      "onnxruntime": "==1.10.0", "pillow": "==8.4.0", "prometheus-client": "==0.17.1",
-                      "simplejpeg": "==1.6.5"}
+                      "onnxruntime": "==1.10.0", "paho-mqtt": "==1.6.1", "pillow": "==8.4.0",
+                      "prometheus-client": "==0.17.1", "simplejpeg": "==1.6.5"}
     assert pins_for("3.6", "x86_64")["opencv-python-headless"] == "==4.6.0.66"
     modern = pins_for("3.11", "x86_64")
     assert set(modern) == set(jetson) - {"werkzeug"} | {"opencv-python-headless"}
@@ -150,5 +150,6 @@ def test_readme_is_a_page_that_links_the_docs():
     readme = read("README.md")
     assert len(readme.splitlines()) <= 200
     assert "![" in readme and os.path.exists(os.path.join(ROOT, "docs", "screenshot.png"))
-    for page in ("usage", "api", "sources", "deployment", "tensorrt", "design", "benchmarks", "development"):
+    for page in ("usage", "api", "sources", "events", "deployment", "tensorrt", "accuracy", "design", "benchmarks",
+                 "development"):
         assert "(docs/{}.md)".format(page) in readme and os.path.exists(os.path.join(ROOT, "docs", page + ".md"))

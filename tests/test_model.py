@@ -15,7 +15,7 @@ from onnx import TensorProto, helper
 import drawing
 import onnx_models
 import yolo_tool
-from errors import ModelError
+from errors import EngineError, ModelError
 from get_engine import create_engine
 from streaming import http_server, run_app
 from yolo_tool import Detector, download, resolve_model
@@ -321,11 +321,13 @@ def test_a_damaged_cached_model_is_downloaded_again(server, tmp_path, monkeypatc
 
 def test_a_precision_the_backend_has_not_is_said(red_square_model, caplog):
     """--precision fp16 under --backend auto on a machine without TensorRT would otherwise
-    be dropped without a word."""
-    create_engine(red_square_model, "onnxruntime", precision="fp16").close()
-    assert "--precision fp16 is TensorRT's; onnxruntime runs the model in the precision it was saved in" \
-        in caplog.text
-    caplog.clear()
+    be dropped without a word: on the CPU it is an error, which names the backends that have it."""
+    with pytest.raises(EngineError, match="--precision fp16 is for TensorRT on a GPU; ONNX Runtime on the CPU "
+                                          "runs fp32"):
+        create_engine(red_square_model, "onnxruntime", precision="fp16")
+    with pytest.raises(EngineError, match="--precision int8 is not OpenCV DNN's, which runs fp32: use --backend "
+                                          "onnxruntime for int8, tensorrt for fp16"):
+        create_engine(red_square_model, "opencv", precision="int8")
     create_engine(red_square_model, "opencv", precision="auto").close()
     assert "--precision" not in caplog.text
 
