@@ -78,7 +78,7 @@ def quantize(model_path, path, input_name, batches):
         quantized = os.path.join(folder, "int8.onnx")
         onnx.save(quantizable(model_path), converted)
         try:
-            quant_pre_process(converted, prepared)
+            quant_pre_process(converted, prepared, skip_symbolic_shape=True)  # its shapes are fixed: no sympy
             quantize_static(prepared, quantized, Pictures(), quant_format=QuantFormat.QDQ,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         except Exception as exc:

@@ -50,7 +50,7 @@ class Tracker(object):
     """Tracks of one camera. Not thread-safe: the pipeline calls update() for its frames in
     capture order, from one thread at a time."""
 
-    def __init__(self, camera="default", timeout=1.0):
+    def __init__(self, camera="camera", timeout=1.0):
         self.camera = camera
         self.timeout = float(timeout)
         self.tracks = []
