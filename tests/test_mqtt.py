@@ -173,3 +173,21 @@ def test_events_through_the_production_stack_and_offline_after_sigterm(tmp_path,
             assert wait_until(lambda: subscriber.values(PREFIX + "/available")[-1:] == ["offline"], 10)
         finally:
             subscriber.close()
+
+
+def test_a_broker_url_is_taken_apart_and_its_password_never_shown(capsys):
+    from errors import ServerSetupError
+    from mqtt_events import BrokerAddress
+    from settings import build_parser
+    address = BrokerAddress("mqtt://home:p%40ss@broker.local/frontdoor")
+    assert (address.host, address.port, address.user, address.password, address.prefix, address.tls) == (
+        "broker.local", 1883, "home", "p@ss", "frontdoor", False)
+    assert address.shown == "mqtt://home:***@broker.local/frontdoor"
+    secure = BrokerAddress("mqtts://broker.local")
+    assert (secure.port, secure.prefix, secure.tls) == (8883, "streamdetect", True)
+    with pytest.raises(ServerSetupError, match="give mqtt://"):
+        BrokerAddress("http://broker.local")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--mqtt", "mqtt://home:s3cret@broker.local:70000"])
+    said = capsys.readouterr().err
+    assert "--mqtt: the port is not a number from 1 to 65535" in said and "s3cret" not in said
