@@ -100,9 +100,12 @@ class Tracker(object):
             tracks = [track for track in self.tracks if track.class_id == class_id]
             taken = {}
             if tracks:
-                boxes = np.array([track.expected_box(now) for track in tracks]
+                # Overlap with where the track is expected, or where it was, whichever is more: a
+                # box that jumps from cell to cell (a coarse grid) makes a speed that overshoots.
+                boxes = np.array([track.expected_box(now) for track in tracks] + [track.box for track in tracks]
                                  + [detection.box for detection in found], dtype=np.float64)
-                overlaps = pairwise_iou(boxes)[len(tracks):, :len(tracks)]  # detections x tracks
+                ious = pairwise_iou(boxes)[2 * len(tracks):]
+                overlaps = np.maximum(ious[:, :len(tracks)], ious[:, len(tracks):2 * len(tracks)])
                 used = set()
                 for flat in np.argsort(-overlaps, axis=None):
                     row, col = divmod(int(flat), len(tracks))
