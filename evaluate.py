@@ -9,6 +9,7 @@ import time
 import cv2
 import numpy as np
 
+from commands import why_not_an_image
 from datasets import in_pixels, read_dataset
 from evaluation import average_precision, summarise
 from settings import detector_from_args
@@ -36,8 +37,7 @@ def score(detector, samples, **decode_options):
     for number, sample in enumerate(samples, 1):
         image = cv2.imread(sample.path, cv2.IMREAD_COLOR) if os.path.isfile(sample.path) else None
         if image is None:
-            print("error: {}: {}; left out".format(sample.path, "no such file" if not os.path.isfile(sample.path)
-                                                     else "not an image OpenCV can read"), file=sys.stderr)
+            print("error: {}: {}; left out".format(sample.path, why_not_an_image(sample.path)), file=sys.stderr)
             continue
         read += 1
         height, width = image.shape[:2]
