@@ -35,9 +35,10 @@ def read_dataset(path, labels, images=None):
         raise ModelError("{} holds no labelled pictures".format(path))
     unknown = sorted({truth.label for sample in samples for truth in sample.objects} - set(labels))
     if unknown:
+        meant = {label: slip_for(label, labels) for label in unknown}
         raise ModelError("{} has labels the model does not have: {}; its labels are {}".format(path, ", ".join(
-            label + (" (did you mean {}?)".format(slip_for(label, labels)) if slip_for(label, labels) else "")
-            for label in unknown), ", ".join(labels)))
+            label + (" (did you mean {}?)".format(meant[label]) if meant[label] else "") for label in unknown),
+            ", ".join(labels)))
     return samples
 
 

@@ -43,7 +43,7 @@ def int8_model(model_path, cache_folder, calibration_images, input_name, input_s
     if os.path.isfile(path):
         log.info("INT8 model from the cache: %s", path)
         return path
-    stale = [other for other in glob.glob(os.path.join(glob.escape(cache_folder), stem + "-int8-*.onnx"))]
+    stale = glob.glob(os.path.join(glob.escape(cache_folder), stem + "-int8-*.onnx"))
     if stale:
         log.info("the model, ONNX Runtime, the calibration pictures or --input-scale changed since %s was made: "
                  "quantizing again", ", ".join(os.path.basename(name) for name in stale))
