@@ -1,5 +1,6 @@
 """What the pipeline hands its viewers: the published Frame, the Broadcast that readers
-wait on (with a timeout), and MovingRate for the FPS shown."""
+wait on (with a timeout), MovingRate for the FPS shown, and the ViewerLimit of
+--max-viewers that every camera's viewers count against."""
 import collections
 import threading
 import time
@@ -89,3 +90,28 @@ class MovingRate(object):
         if now - self.times[-1] > max(self.window, 2 * last_gap):
             return 0.0
         return (len(self.times) - 1) / max(self.times[-1] - self.times[0], 1e-6)
+
+
+class TooManyViewers(Exception):
+    """--max-viewers viewers are already watching."""
+
+
+class ViewerLimit(object):
+    """--max-viewers (0: none), for the viewers of every camera together: a device streams
+    what its network and cores allow, whichever camera the viewers watch."""
+
+    def __init__(self, most):
+        self.most = int(most or 0)
+        self.viewers = 0
+        self._lock = threading.Lock()
+
+    def take(self):
+        with self._lock:
+            if self.most and self.viewers >= self.most:
+                raise TooManyViewers("{} viewers are watching, the limit set by --max-viewers (of all cameras "
+                                     "together); try again later".format(self.viewers))
+            self.viewers += 1
+
+    def give_back(self):
+        with self._lock:
+            self.viewers -= 1

@@ -1,16 +1,15 @@
-"""The `Camera`: one source, one detector, one pipeline (capture -> detect -> render ->
-broadcast) whose annotated JPEGs every viewer reads, so N viewers cost one inference.
+"""The `Camera`: one source and its pipeline (capture -> detect -> render -> broadcast) whose
+annotated JPEGs every viewer reads, so N viewers cost one inference.
 
 The stages run in threads so that only inference is ever in the way of inference: capture
 grabs every frame but decodes only those a detector will take and keeps only the newest
-(scheduler.Handover); detection runs the engine on it (one thread per frame the engine
-takes at once); rendering decodes the boxes, draws, encodes once and publishes in capture
+(scheduler.Mailbox); the detectors, shared by every camera (scheduler.DetectorPool), run
+the engine on it; rendering decodes the boxes, draws, encodes once and publishes in capture
 order, in a render thread of its own with one detector, else in the detector's thread.
 Every wait has a timeout, so a dead stage or source can never hang a viewer.
 docs/design.md has the picture and the measurements behind these choices.
 """
 import collections
-import functools
 import logging
 import threading
 import time
@@ -18,11 +17,12 @@ import time
 import cv2
 import numpy as np
 
-from broadcast import Broadcast, Frame, MovingRate
+from broadcast import Broadcast, Frame, MovingRate, ViewerLimit
 from drawing import draw_banner, draw_detections, draw_overlay, encode_opencv, fastest_encoder, jpeg_encoders
 from errors import SourceError
+from parsing import DEFAULT_CAMERA
 from pictures import fitted
-from scheduler import Handover, run_job
+from scheduler import DetectorPool
 from tracking import Tracker
 from watchdog import Watchdog
 
@@ -33,12 +33,9 @@ log = logging.getLogger("streamdetect.camera")
 RAW_KEPT_SECONDS = 30.0
 
 
-class TooManyViewers(Exception):
-    """--max-viewers viewers are already watching."""
-
-
 class Camera(object):
-    """One source, one detector, one pipeline; any number of viewers.
+    """One source, one pipeline, any number of viewers; the detectors are its own or a pool
+    shared with other cameras.
 
     States: starting, streaming, reconnecting, stalled (a source that gives no frames
     without failing, or an inference that does not return), error (an inference failed),
@@ -50,8 +47,8 @@ class Camera(object):
 
     RESTART_DELAYS = (0.5, 1.0, 2.0, 4.0, 8.0)
 
-    def __init__(self, source, detector, jpeg_quality=80, idle_stop=0.0, max_viewers=0, encoders=None,
-                 on_hang=None, hang_seconds=60.0, tracker=None, events=None):
+    def __init__(self, source, detector, jpeg_quality=80, idle_stop=0.0, viewer_limit=None, encoders=None,
+                 on_hang=None, hang_seconds=60.0, tracker=None, events=None, pool=None):
         """on_hang(reason): called once when the pipeline has been stalled for `hang_seconds` (a
         live source that gives no frame without failing), or an inference (even one of several
         in flight, the others publishing) or the source's open() has not returned for as long: a
@@ -59,20 +56,23 @@ class Camera(object):
         can open again.
         `tracker` (a tracking.Tracker; default one named "camera") gives each detection the id of
         its object; `events`, when given, gets each frame's tracked events and counts by its
-        publish(camera, events, counts) (an MQTT publisher), and stats() for /api/stats."""
+        publish(camera, events, counts) (an MQTT publisher), and stats() for /api/stats.
+        `pool`: the scheduler.DetectorPool of `detector` that other cameras share too (started and
+        stopped by its owner); by default the camera has one of its own."""
         self.source = source
         self.detector = detector
         self.tracker = tracker or Tracker()
+        self.name = self.tracker.camera
+        # Among several cameras, each line says whose it is; the one camera's need not.
+        self.log = log if self.name == DEFAULT_CAMERA else CameraLog(log, self.name)
         self.events = events
         self.jpeg_quality = int(jpeg_quality)
         self.idle_stop = float(idle_stop or 0.0)
-        self.max_viewers = int(max_viewers or 0)
+        self.viewer_limit = viewer_limit or ViewerLimit(0)  # --max-viewers, shared by the cameras
         self.encoders = encoders or jpeg_encoders()
-        self.encode = None  # the fastest of `encoders`, measured on the first live frame
-        self.encoder_name = ""
+        self.encode, self.encoder_name = None, ""  # the fastest of `encoders`, measured on the first live frame
         self.broadcast = Broadcast()
-        self.state = "starting"
-        self.last_error = ""
+        self.state, self.last_error = "starting", ""
         self.started_at = time.time()
         self._started_clock = time.monotonic()
         self.counters = {"frames_captured": 0, "frames_decoded": 0, "frames_inferred": 0,
@@ -92,8 +92,9 @@ class Camera(object):
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self.handover = Handover(detector.engine.frames_in_flight, self.counters,
-                                 lambda: self.timings["inference_ms"] / 1000.0, self._stop)
+        self._own_pool = pool is None
+        self.pool = pool or DetectorPool(detector)
+        self.handover = self.pool.join(self, self.counters)
         # detect -> render hand-over, with one frame in flight (with several, each detector renders its own)
         self._detected = threading.Condition()
         self._to_render = None
@@ -112,21 +113,20 @@ class Camera(object):
             # The stages already run side by side: OpenCV's worker pool would only add
             # threads that wait actively and take CPU from inference.
             cv2.setNumThreads(1)
-        stages = [("capture_loop", self._capture_loop)]
-        stages += [("detect_loop", functools.partial(self._detect_loop, slot)) for slot in range(self.handover.slots)]
-        stages += [("render_loop", self._render_loop)]
-        for name, target in stages:
+        if self._own_pool:
+            self.pool.start()
+        for name, target in (("capture_loop", self._capture_loop), ("render_loop", self._render_loop)):
             thread = threading.Thread(target=_named(target), name="camera-" + name)
             thread.daemon = True
             thread.start()
             self._threads.append(thread)
-        log.info("pipeline started: source %s, backend %s", self.source.uri, self.detector.backend)
+        self.log.info("pipeline started: source %s, backend %s", self.source.uri, self.detector.backend)
         return self
 
     def stop(self, timeout=5.0):
         self._stop.set()
         self._wake.set()
-        self.handover.wake_all()
+        self.pool.wake_all()
         with self._detected:
             self._detected.notify_all()
         deadline = time.monotonic() + timeout
@@ -136,8 +136,8 @@ class Camera(object):
         if self.events is not None:
             self.events.publish(self.tracker.camera, self.tracker.end_all(time.time()), {})
         self._publish_status("stopped")
-        if not any(thread.is_alive() for thread in self._threads):
-            self.detector.close()  # only once no stage can still be using the engine
+        if self._own_pool:
+            self.pool.stop(deadline)
 
     def wait_for_viewers_to_leave(self, timeout):
         """After stop(): wait until every viewer has taken the 'stopped' picture and ended its
@@ -151,10 +151,8 @@ class Camera(object):
     def join_viewer(self, name=None):
         """Count a new viewer, under `name` if it has one; returns a callable that
         releases it (safe to call twice)."""
+        self.viewer_limit.take()
         with self._lock:
-            if self.max_viewers and self.viewers >= self.max_viewers:
-                raise TooManyViewers("{} viewers are watching, the limit set by --max-viewers; try "
-                                     "again later".format(self.viewers))
             self.viewers += 1
             self.viewers_joined += 1
             if name:
@@ -166,6 +164,7 @@ class Camera(object):
             with self._lock:
                 if not released:
                     released.append(True)
+                    self.viewer_limit.give_back()
                     self.viewers -= 1
                     if name:
                         self._named_viewers[name] -= 1
@@ -197,10 +196,10 @@ class Camera(object):
     def latest_frame(self):
         return self.broadcast.latest()
 
-    # uploads share the pipeline's detector (and its thread, which owns any GPU context)
+    # uploads share the pipeline's detectors (and their threads, which own any GPU context)
     def detect_image(self, frame, timeout=30.0, **decode_options):
         """(detections, inference ms) of one picture; `decode_options` as for Detector.decode()."""
-        return self.handover.run_upload(lambda: self.detector.detect(frame, **decode_options), timeout)
+        return self.pool.run_upload(lambda: self.detector.detect(frame, **decode_options), timeout)
 
     # status
     def stats(self):
@@ -212,17 +211,18 @@ class Camera(object):
             state, last_error = "stalled", why
         stats = dict(self.counters)
         stats.update({
+            "name": self.name,
             "state": state,
             "source": self.source.uri,
             "last_error": last_error,
             "fps": round(self._rate.rate(now), 2),
             "inference_ms": round(self.timings["inference_ms"], 2),
-            "frames_in_flight": self.detector.engine.frames_in_flight,
+            "frames_in_flight": self.pool.slots,
             "wait_ms": round(self.timings["wait_ms"], 2),
             "render_ms": round(self.timings["render_ms"], 2),
             "latency_ms": round(self.timings["latency_ms"], 2),
             "viewers": self.viewers,
-            "max_viewers": self.max_viewers or None,
+            "max_viewers": self.viewer_limit.most or None,
             "backend": self.detector.backend,
             "precision": self.detector.engine.precision,
             "model": self.detector.model_name,
@@ -300,7 +300,7 @@ class Camera(object):
                 failures += 1
                 self._source_down("cannot open {}: {}".format(self.source.uri, exc), failures)
                 continue
-            log.info("source %s open: %s", self.source.uri, self.source.mode())
+            self.log.info("source %s open: %s", self.source.uri, self.source.mode())
             self.watchdog.last_capture_at = time.monotonic()
             nominal_fps = getattr(self.source, "fps", None)  # until measured: a slow slide show is no stall
             self.watchdog.capture_interval = 1.0 / nominal_fps if nominal_fps else 0.0
@@ -371,7 +371,7 @@ class Camera(object):
                     frame = self.source.turn(frame)
                 self.handover.hand_over(frame, self.detector.prepare(frame) if prepare_here else None, captured_at)
         except Exception as exc:
-            log.warning("source %s failed while reading: %s", self.source.uri, exc)
+            self.log.warning("source %s failed while reading: %s", self.source.uri, exc)
             ended = True
         finally:
             self.source.close()
@@ -382,7 +382,7 @@ class Camera(object):
         smaller = fitted(frame, self.source.fit)
         if smaller is not frame and not self._fit_told:
             self._fit_told = True
-            log.info("%s gives %dx%d frames: they are shown scaled down to %dx%d, to fit %dx%d (--width, --height)",
+            self.log.info("%s gives %dx%d frames: they are shown scaled down to %dx%d, to fit %dx%d (--width, --height)",
                      self.source.uri, frame.shape[1], frame.shape[0], smaller.shape[1], smaller.shape[0],
                      *self.source.fit)
         return smaller
@@ -391,7 +391,7 @@ class Camera(object):
         delay = self.RESTART_DELAYS[min(failures, len(self.RESTART_DELAYS)) - 1]
         with self._lock:
             self.counters["reconnects"] += 1
-        log.warning("%s; reconnecting in %.1f s", reason, delay)
+        self.log.warning("%s; reconnecting in %.1f s", reason, delay)
         self._set_state("reconnecting", reason)
         self._publish_status("reconnecting")
         self._stop.wait(delay)
@@ -403,42 +403,34 @@ class Camera(object):
             if only_from is not None and self.state != only_from:
                 return
             if state != self.state:
-                log.info("state %s -> %s%s", self.state, state, ": " + error if error else "")
+                self.log.info("state %s -> %s%s", self.state, state, ": " + error if error else "")
             self.state, self.last_error = state, error
-
-    def _detect_loop(self, slot):
-        while not self._stop.is_set():
-            job, captured = self.handover.take(slot)
-            if job is not None:
-                run_job(job)
-            elif captured is not None:
-                self._detect_frame(*captured)
 
     def _average(self, name, value):
         previous = self.timings[name]
         self.timings[name] = value if not previous else 0.9 * previous + 0.1 * value
 
-    def _detect_frame(self, number, frame, blob, captured_at):
-        self._average("wait_ms", (time.time() - captured_at) * 1000.0)
-        started = time.monotonic()
-        try:
-            output, inference_ms = self.detector.run(self.detector.prepare(frame) if blob is None else blob)
-        except Exception as exc:
-            if self.state == "error":  # still failing: the log has the traceback already
-                log.warning("inference failed again: %s", exc)
-            else:
-                log.exception("inference failed")
-            self._failed_at = time.monotonic()
-            self._set_state("error", "inference failed: {}".format(exc))
-            self._publish_status("error")
-            self._stop.wait(1.0)
-            return
+    def inference_failed(self, exc):
+        """A detector's inference of this camera's frame failed (the pool waits a second)."""
+        if self.state == "error":  # still failing: the log has the traceback already
+            self.log.warning("inference failed again: %s", exc)
+        else:
+            self.log.error("inference failed", exc_info=exc)
+        self._failed_at = time.monotonic()
+        self._set_state("error", "inference failed: {}".format(exc))
+        self._publish_status("error")
+
+    def inferred(self, captured, output, inference_ms, started):
+        """A detector has inferred this camera's frame `captured` (a Mailbox's), which it took at
+        `started` (monotonic): render it here, or hand it to the render thread."""
+        number, frame, _, captured_at = captured
+        self._average("wait_ms", (time.time() - (time.monotonic() - started) - captured_at) * 1000.0)
         if self.state == "error" and started > self._failed_at:  # one begun since the failure worked
             self._set_state("streaming", "", only_from="error")
         with self._detected:
             self.counters["frames_inferred"] += 1
             self._average("inference_ms", inference_ms)
-            if self.detector.engine.frames_in_flight == 1:
+            if self.pool.slots == 1:
                 self._to_render = (number, frame, output, inference_ms, captured_at)
                 self._detected.notify_all()
                 return
@@ -478,11 +470,11 @@ class Camera(object):
                 self._average("latency_ms", (time.time() - captured_at) * 1000.0)
             except Exception:
                 if not self._render_failures:
-                    log.exception("decoding, drawing or encoding failed; frames are skipped until it works again")
+                    self.log.exception("decoding, drawing or encoding failed; frames are skipped until it works again")
                 self._render_failures += 1
                 return
             if self._render_failures:
-                log.warning("decoding, drawing and encoding work again, after %d frames skipped",
+                self.log.warning("decoding, drawing and encoding work again, after %d frames skipped",
                             self._render_failures)
                 self._render_failures = 0
 
@@ -500,7 +492,7 @@ class Camera(object):
             stalled, why = self._stall(now)
             if stalled and not self._stall_shown:
                 self._stall_shown = True
-                log.warning("%s; waiting for it, %s", why,
+                self.log.warning("%s; waiting for it, %s", why,
                             "at most {:g} s (--exit-on-hang)".format(self.watchdog.hang_seconds)
                             if self.watchdog.on_hang is not None else "without end (--exit-on-hang 0)")
                 self._publish_status("stalled", why)
@@ -509,13 +501,13 @@ class Camera(object):
     def _publish_live(self, frame, detections, inference_ms, captured_at):
         if self._stall_shown:
             self._stall_shown = False
-            log.info("frames from %s flow again", self.source.uri)
+            self.log.info("frames from %s flow again", self.source.uri)
         now = time.monotonic()
         raw = frame.copy() if now < self._raw_wanted_until else None
         draw_detections(frame, detections, self.detector.colors)
         self._rate.tick(now)
         height, width = frame.shape[:2]
-        in_flight = self.detector.engine.frames_in_flight
+        in_flight = self.pool.slots
         draw_overlay(frame, "FPS {:.1f}  {}x{}  inference {:.1f} ms{}".format(
             self._rate.rate(now), width, height, self.timings["inference_ms"],
             " x{} at once".format(in_flight) if in_flight > 1 else ""))
@@ -528,7 +520,7 @@ class Camera(object):
     def _publish(self, image, detections, inference_ms, captured_at, status=None, raw=None):
         if self.encode is None and status is None:
             self.encoder_name, self.encode, timings = fastest_encoder(self.encoders, image, self.jpeg_quality)
-            log.info("JPEG encoder: %s (%s at %dx%d)", self.encoder_name, ", ".join(
+            self.log.info("JPEG encoder: %s (%s at %dx%d)", self.encoder_name, ", ".join(
                 "{} {:.2f} ms".format(name, ms) for name, ms in sorted(timings.items())),
                 image.shape[1], image.shape[0])
         jpeg = (self.encode or encode_opencv)(image, self.jpeg_quality)
@@ -558,6 +550,13 @@ class Camera(object):
             text += ": " + reason
         draw_banner(image, text)
         self._publish(image, detections, 0.0, time.time(), status=status)
+
+
+class CameraLog(logging.LoggerAdapter):
+    """The camera's log lines, each beginning with its name."""
+
+    def process(self, msg, kwargs):
+        return "{}: {}".format(self.extra, msg), kwargs
 
 
 def _named(target):

@@ -3,16 +3,16 @@
 # the CPU. The model and built engines live in the volume "streamdetect-cache", so a restart
 # neither downloads nor rebuilds.
 #
-#   ./docker_run.sh [--build] [--detach] [--port 8080] [--device /dev/video0] [-- SERVE OPTIONS...]
+#   ./docker_run.sh [--build] [--detach] [--port 8080] [--device /dev/video0]... [-- SERVE OPTIONS...]
 #   ./docker_run.sh -- --source rtsp://camera/stream --conf 0.4
 #   ./docker_run.sh --device /dev/v4l/by-id/usb-...-video-index0   (that camera is the source)
+#   ./docker_run.sh -- --source door=/dev/video0 --source yard=csi://0   (every /dev/ source is passed)
 # --detach runs it in the background, restarted after a crash or a reboot (docker logs -f streamdetect).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 port=8080
-device=/dev/video0
-device_given=0
+given=()
 build=0
 detach=0
 while [ $# -gt 0 ]; do
@@ -20,9 +20,9 @@ while [ $# -gt 0 ]; do
         --build) build=1 ;;
         --detach) detach=1 ;;
         --port) port="$2"; shift ;;
-        --device) device="$2"; device_given=1; shift ;;
+        --device) given+=("$2"); shift ;;
         --) shift; break ;;
-        -h|--help) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "docker_run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -37,12 +37,29 @@ if [ "$build" = 1 ] || ! docker image inspect "$image" >/dev/null 2>&1; then
     docker build -f "$dockerfile" -t "$image" .
 fi
 
+# Every camera device given, and every /dev/ one the sources name (--source NAME=/dev/videoN
+# after --, or in $STREAMDETECT_SOURCE); with none, /dev/video0 for --source auto.
+wanted=("${given[@]}")
+for word in "$@" ${STREAMDETECT_SOURCE:-}; do
+    case "$word" in
+        /dev/*|*=/dev/*) wanted+=("/dev/${word#*/dev/}") ;;
+    esac
+done
 devices=()
-if [ -e "$device" ]; then
-    devices=(--device "$device")
-else
-    echo "docker_run.sh: no $device; the server will fall back to its test:// source" >&2
+if [ ${#wanted[@]} -eq 0 ]; then
+    if [ -e /dev/video0 ]; then
+        devices=(--device /dev/video0)
+    else
+        echo "docker_run.sh: no /dev/video0; the server will fall back to its test:// source" >&2
+    fi
 fi
+for device in "${wanted[@]}"; do
+    if [ -e "$device" ]; then
+        devices+=(--device "$device")
+    else
+        echo "docker_run.sh: no $device; its camera will show RECONNECTING until it is there" >&2
+    fi
+done
 # CSI cameras on a Jetson talk to the host's Argus daemon through this socket.
 if [ -S /tmp/argus_socket ]; then
     devices+=(-v /tmp/argus_socket:/tmp/argus_socket)
@@ -54,8 +71,8 @@ for name in $(compgen -e | grep '^STREAMDETECT_' || true); do
 done
 # A camera given by another name (/dev/v4l/by-id/...) keeps it in the container, where auto
 # looks at /dev/videoN only: make it the source (a --source after -- still wins).
-if [ "$device_given" = 1 ] && [ -e "$device" ] && [ -z "${STREAMDETECT_SOURCE:-}" ]; then
-    environment+=(-e "STREAMDETECT_SOURCE=$device")
+if [ ${#given[@]} -eq 1 ] && [ -e "${given[0]}" ] && [ -z "${STREAMDETECT_SOURCE:-}" ]; then
+    environment+=(-e "STREAMDETECT_SOURCE=${given[0]}")
 fi
 
 # Docker's default json-file log grows without end: rotate it, or months of streaming fill

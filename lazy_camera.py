@@ -1,15 +1,19 @@
-"""The Camera as the web app gets it: built at the first request, in the process that
+"""The cameras as the web app gets them: built at the first request, in the process that
 serves (never at import or fork), in the background, with a 503 that says what the start
-is doing meanwhile; and the exit for a new process when a driver call hangs."""
+is doing meanwhile, all sharing one detector; and the exit for a new process when a driver
+call hangs."""
 import atexit
+import collections
 import logging
 import os
 import threading
 import time
 
+from broadcast import ViewerLimit
 from camera import Camera
 from errors import EngineError, ModelError, SourceError
 from mqtt_events import EventPublisher
+from scheduler import DetectorPool
 from settings import detector_from_args
 from sources import open_source
 from sources.v4l2 import resolve_source
@@ -18,8 +22,6 @@ from web_params import HttpError
 
 log = logging.getLogger("streamdetect")
 
-# The name of the one camera a server streams, in MQTT topics and events.
-CAMERA_NAME = "camera"
 # The exit status of a server that ended itself because its source or an inference hangs (--exit-on-hang).
 EXIT_HUNG = 3
 
@@ -49,11 +51,11 @@ def exit_for_a_new_process(reason):
     os._exit(EXIT_HUNG)
 
 
-class LazyCamera(object):
-    """Builds the detector and Camera on first use, in the process that serves.
+class LazyCameras(object):
+    """Builds the detector and the Cameras on first use, in the process that serves.
 
     Nothing starts at import or fork time (uWSGI imports this module, and a
-    camera or CUDA context must not cross a fork). The first request starts it
+    camera or CUDA context must not cross a fork). The first request starts them
     in the background, since loading a model or building an engine can take
     minutes; until then requests get 503 with what it is doing (the last line
     it logged), and after a failed start with the reason. A failed start is
@@ -63,21 +65,48 @@ class LazyCamera(object):
     def __init__(self, settings, retry_after=10.0):
         self.settings = settings
         self.retry_after = retry_after
-        self.camera = None
+        self.cameras = None  # {name: Camera}, in the order --source gave them
+        self.pool = None
+        self.events = None
         self.error = None
         self.failed_at = 0.0
         self.start_log = None  # a LastLine of the latest start: what it is doing
         self.starting = False
         self._lock = threading.Lock()
 
-    def get(self):
-        """The running Camera; HttpError 503 with the reason while there is none."""
-        camera = self.camera
-        if camera is not None:
-            return camera
+    @property
+    def names(self):
+        return [name for name, _ in self.settings.source]
+
+    @property
+    def camera(self):
+        """The first camera (None before the start), which the routes without /cameras/NAME serve."""
+        return next(iter(self.cameras.values())) if self.cameras else None
+
+    def require(self, name):
+        """HttpError 404 unless a camera is named `name`."""
+        if name not in self.names:
+            raise HttpError(404, "there is no camera '{}'; the cameras are {}".format(
+                name if len(name) <= 40 else name[:37] + "...", ", ".join(self.names)))
+
+    def get(self, name=None):
+        """The running Camera `name` (the first by default); HttpError 503 with the reason while
+        there is none, 404 for a name no camera has."""
+        if name is not None:
+            self.require(name)
+        cameras = self.cameras
+        if cameras is None:
+            cameras = self._started_or_starting()
+        return cameras[name] if name is not None else next(iter(cameras.values()))
+
+    def all(self):
+        """Every running Camera, in order; HttpError 503 while they start."""
+        return list((self.cameras or self._started_or_starting()).values())
+
+    def _started_or_starting(self):
         with self._lock:
-            if self.camera is not None:
-                return self.camera
+            if self.cameras is not None:
+                return self.cameras
             if not self.starting and (not self.error or time.monotonic() - self.failed_at >= self.retry_after):
                 self.starting = True
                 self.start_log = LastLine()
@@ -86,7 +115,7 @@ class LazyCamera(object):
                 thread.start()
             if self.starting:  # what it is doing: minutes of an engine build on a Nano, say
                 raise HttpError(503, "starting: " + (self.start_log.line
-                                                     or "checking the source and loading the model"))
+                                                     or "checking the sources and loading the model"))
             raise HttpError(503, self.error)
 
     def _start_in_background(self):
@@ -105,28 +134,44 @@ class LazyCamera(object):
             self.starting = False
 
     def start(self):
-        """Check the source, load the model and start the Camera (errors propagate). A source
+        """Check the sources, load the model and start the Cameras (errors propagate). A source
         that cannot be (a file's name mistyped) is told before the model loads, which can take
         minutes (a download, a TensorRT build)."""
         settings = self.settings
-        source = open_source(resolve_source(settings.source), settings.width, settings.height,
-                             settings.fps, settings.loop, settings.flip)
+        sources = [(name, open_source(resolve_source(uri), settings.width, settings.height, settings.fps,
+                                      settings.loop, settings.flip)) for name, uri in settings.source]
         detector = detector_from_args(settings)
-        tracker = Tracker(CAMERA_NAME, settings.track_timeout)
-        events = None
+        self.pool = DetectorPool(detector)
         if settings.mqtt:
             labels = detector.class_names() or detector.labels
-            events = EventPublisher(settings.mqtt, {CAMERA_NAME: labels}, not settings.no_ha_discovery).start()
-        self.camera = Camera(source, detector, jpeg_quality=settings.jpeg_quality,
-                             idle_stop=settings.idle_stop, max_viewers=settings.max_viewers,
-                             on_hang=exit_for_a_new_process if settings.exit_on_hang else None,
-                             hang_seconds=settings.exit_on_hang, tracker=tracker, events=events).start()
-        self.error = None
+            self.events = EventPublisher(settings.mqtt, {name: labels for name, _ in sources},
+                                         not settings.no_ha_discovery).start()
+        viewers = ViewerLimit(settings.max_viewers)
+        cameras = collections.OrderedDict(
+            (name, Camera(source, detector, jpeg_quality=settings.jpeg_quality, idle_stop=settings.idle_stop,
+                          viewer_limit=viewers, on_hang=exit_for_a_new_process if settings.exit_on_hang else None,
+                          hang_seconds=settings.exit_on_hang, tracker=Tracker(name, settings.track_timeout),
+                          events=self.events, pool=self.pool))
+            for name, source in sources)
+        self.pool.start()
+        for camera in cameras.values():
+            camera.start()
+        self.cameras, self.error = cameras, None
         atexit.register(self.stop)  # join the threads before the interpreter (and OpenCV) go away
-        return self.camera
+        return cameras
 
-    def stop(self):
-        if self.camera is not None:
-            self.camera.stop()
-            if self.camera.events is not None:
-                self.camera.events.stop()
+    def stop(self, timeout=5.0):
+        deadline = time.monotonic() + timeout
+        for camera in (self.cameras or {}).values():
+            camera.stop(max(0.0, deadline - time.monotonic()))
+        if self.pool is not None:
+            self.pool.stop(deadline)
+        if self.events is not None:
+            self.events.stop()
+
+    def wait_for_viewers_to_leave(self, timeout):
+        """After stop(): wait, at most `timeout` seconds, until every viewer of every camera
+        has taken the 'stopped' picture and ended its stream."""
+        deadline = time.monotonic() + timeout
+        for camera in (self.cameras or {}).values():
+            camera.wait_for_viewers_to_leave(max(0.0, deadline - time.monotonic()))

@@ -1,4 +1,4 @@
-"""/metrics: the pipeline's stats and the objects in view, in Prometheus' text format."""
+"""/metrics: each camera's stats and the objects in its view, in Prometheus' text format."""
 import collections
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -7,42 +7,18 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from camera import Camera
 
 
-def prometheus_text(camera):
-    """The stats in Prometheus' text format, from a registry of our own."""
+def prometheus_text(cameras):
+    """The stats of `cameras` in Prometheus' text format, from a registry of our own; every
+    series of one camera labelled camera="NAME"."""
 
     class StatsCollector(object):
         def collect(self):
-            stats = camera.stats()
-            for name in ("frames_captured", "frames_decoded", "frames_inferred", "frames_dropped",
-                         "frames_published", "reconnects"):
-                yield CounterMetricFamily("streamdetect_" + name, name.replace("_", " "), value=stats[name])
-            yield GaugeMetricFamily("streamdetect_fps", "frames per second delivered to viewers", value=stats["fps"])
-            for name, help_text in (("inference", "inference time per frame"),
-                                    ("wait", "capture to start of inference"),
-                                    ("render", "decoding, drawing and encoding"),
-                                    ("latency", "capture to publication")):
-                yield GaugeMetricFamily("streamdetect_{}_seconds".format(name), help_text + ", moving average",
-                                        value=round(stats[name + "_ms"] / 1000.0, 6))
-            yield GaugeMetricFamily("streamdetect_viewers", "viewers connected to /video_feed or /api/events",
-                                    value=stats["viewers"])
+            every = [(camera, camera.stats()) for camera in cameras]
+            for family in camera_families(every):
+                yield family
+            stats = every[0][1]
             yield GaugeMetricFamily("streamdetect_uptime_seconds", "time since the pipeline started",
                                     value=stats["uptime"])
-            yield GaugeMetricFamily("streamdetect_source_up", "1 while the source streams",
-                                    value=1.0 if stats["state"] == "streaming" else 0.0)
-            # One series per state, 1 for the current one: a label that changed with the
-            # state would end one series and begin another at every change.
-            states = GaugeMetricFamily("streamdetect_state", "the pipeline's state", labels=["state"])
-            for state in Camera.STATES:
-                states.add_metric([state], 1.0 if stats["state"] == state else 0.0)
-            yield states
-            # Every class the server reports, 0 when absent: a series that vanished
-            # could not be told from a stopped server in a graph or an alert.
-            counts = collections.Counter(detection.label for detection in camera.latest_frame().detections)
-            objects = GaugeMetricFamily("streamdetect_objects", "objects of each class in the latest frame",
-                                        labels=["label"])
-            for label in camera.detector.class_names() or camera.detector.labels:
-                objects.add_metric([label], counts[label])
-            yield objects
             if "mqtt" in stats:
                 for family in mqtt_families(stats["mqtt"]):
                     yield family
@@ -50,6 +26,47 @@ def prometheus_text(camera):
     registry = CollectorRegistry()
     registry.register(StatsCollector())
     return generate_latest(registry)
+
+
+def camera_families(every):
+    """Each camera's counters, rates, times, viewers and state; and the objects it sees now.
+    `every`: [(camera, its stats)]."""
+    def family(kind, name, help_text, labels=()):
+        return kind("streamdetect_" + name, help_text, labels=["camera"] + list(labels))
+    families = {name: family(CounterMetricFamily, name, name.replace("_", " "))
+                for name in ("frames_captured", "frames_decoded", "frames_inferred", "frames_dropped",
+                             "frames_published", "reconnects")}
+    families["fps"] = family(GaugeMetricFamily, "fps", "frames per second delivered to viewers")
+    for name, help_text in TIMES:
+        families[name] = family(GaugeMetricFamily, name + "_seconds", help_text + ", moving average")
+    families["viewers"] = family(GaugeMetricFamily, "viewers", "viewers connected to /video_feed or /api/events")
+    families["source_up"] = family(GaugeMetricFamily, "source_up", "1 while the source streams")
+    # One series per state, 1 for the current one: a label that changed with the
+    # state would end one series and begin another at every change.
+    states = family(GaugeMetricFamily, "state", "the pipeline's state", ["state"])
+    objects = family(GaugeMetricFamily, "objects", "objects of each class in the latest frame", ["label"])
+    for camera, stats in every:
+        name = camera.name
+        for counter in ("frames_captured", "frames_decoded", "frames_inferred", "frames_dropped",
+                        "frames_published", "reconnects", "fps", "viewers"):
+            families[counter].add_metric([name], stats[counter])
+        for time_name, _ in TIMES:
+            families[time_name].add_metric([name], round(stats[time_name + "_ms"] / 1000.0, 6))
+        families["source_up"].add_metric([name], 1.0 if stats["state"] == "streaming" else 0.0)
+        for state in Camera.STATES:
+            states.add_metric([name, state], 1.0 if stats["state"] == state else 0.0)
+        # Every class the server reports, 0 when absent: a series that vanished
+        # could not be told from a stopped server in a graph or an alert.
+        latest = camera.latest_frame()
+        counts = collections.Counter(detection.label for detection in (latest.detections if latest else ()))
+        for label in camera.detector.class_names() or camera.detector.labels:
+            objects.add_metric([name, label], counts[label])
+    return list(families.values()) + [states, objects]
+
+
+# The moving averages of where a frame's time goes, as /api/stats names them without _ms.
+TIMES = (("inference", "inference time per frame"), ("wait", "capture to start of inference"),
+         ("render", "decoding, drawing and encoding"), ("latency", "capture to publication"))
 
 
 def mqtt_families(mqtt):

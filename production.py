@@ -14,6 +14,7 @@ import time
 
 from errors import ServerSetupError
 from server import require_free_port, url_host, without_token
+from parsing import sources_text
 from settings import ENVIRONMENT_SETTINGS
 from uploads import upload_too_large
 from yolo_tool import cache_dir, resolve_model
@@ -59,6 +60,11 @@ def settings_environment(args):
             continue
         if isinstance(value, bool):
             value = "1" if value else ""
+        elif name == "source":
+            try:
+                value = sources_text(value)
+            except ValueError as exc:
+                raise ServerSetupError("--production: {}".format(exc))
         elif isinstance(value, list):
             value = ",".join(value)
         environment["STREAMDETECT_" + name.upper()] = str(value)

@@ -94,9 +94,10 @@ def serve_development(args):
     """`serve`: the app in Werkzeug's threaded server until SIGTERM or Ctrl-C."""
     require_free_port(args.host, args.port, "--port")
     app = create_app(args, start=True)
-    camera = app.extensions["streamdetect"].camera
-    log.info("serving on http://%s:%d/ (source %s, backend %s)", url_host(args.host, shown=True), args.port,
-             camera.source.uri, camera.detector.backend)
+    cameras = app.extensions["streamdetect"]
+    log.info("serving on http://%s:%d/ (%s, backend %s)", url_host(args.host, shown=True), args.port,
+             ", ".join("camera {} from {}".format(name, camera.source.uri) for name, camera in cameras.cameras.items())
+             if len(cameras.cameras) > 1 else "source " + cameras.camera.source.uri, cameras.camera.detector.backend)
 
     class LettingFrozenClientsGo(RequestHandler):
         """A blocked write to a client that takes nothing (a frozen tab, a suspended
@@ -113,8 +114,8 @@ def serve_development(args):
         run_simple(args.host, args.port, app, threaded=True, use_reloader=False,
                    request_handler=LettingFrozenClientsGo)
     finally:
-        app.extensions["streamdetect"].stop()
-        camera.wait_for_viewers_to_leave(VIEWERS_LEAVE_SECONDS)
+        cameras.stop()
+        cameras.wait_for_viewers_to_leave(VIEWERS_LEAVE_SECONDS)
         log.info("stopped")
     return 0
 

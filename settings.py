@@ -11,7 +11,7 @@ from errors import ServerSetupError
 from evaluation import EVALUATE_CONF
 from get_engine import BACKENDS, PRECISIONS
 from mqtt_events import BrokerAddress
-from parsing import listed_names, number_in_range, slip_for
+from parsing import listed_names, named_sources, number_in_range, slip_for
 from sources import CAPTURE_LIMITS, FLIPS
 from yolo_tool import DEFAULT_MODEL, NAMED_MODELS, Detector, parse_anchors, read_labels
 
@@ -169,13 +169,16 @@ def add_serve_options(parser):
 
 def add_source_options(group):
     """What to read and how: --source, its capture size and rate, --flip, --loop."""
-    group.add_argument("--source", type=os.path.expanduser, default=env("SOURCE", "auto"),
+    group.add_argument("--source", action=AddCameras, default=environment_sources(),
+                       metavar="[NAME=]URI",
                        help="0 or /dev/videoN (USB camera; also by a name udev keeps across replugging, "
                             "/dev/v4l/by-id/...), csi://0 (Jetson CSI camera), rtsp://... or "
                             "http://... (network stream, or a camera's snapshot URL), a video file, a folder of "
                             "images and videos, or test:// "
                             "(synthetic scene). auto: the first USB camera (by its by-id name), else test:// "
-                            "(default %(default)s)")
+                            "(default auto). Repeat it for several cameras, each named: --source "
+                            "door=/dev/video0 --source yard=csi://0 (in $STREAMDETECT_SOURCE separated by "
+                            "spaces); they share one model, and the options below apply to each")
     group.add_argument("--width", type=ranged(*CAPTURE_LIMITS["width"]), default=env("WIDTH", 640),
                        help="capture width asked of cameras; a larger frame, of any source but test://, is "
                             "shown scaled down to fit --width x --height (default %(default)s)")
@@ -191,6 +194,31 @@ def add_source_options(group):
     group.add_argument("--loop", action="store_true", default=env_switch("LOOP"),
                        help="repeat a video file without end (else it plays when its first viewer comes, "
                             "and again for one who joins after its end)")
+
+
+def environment_sources():
+    """--source's default: the cameras of $STREAMDETECT_SOURCE (else auto), as a tuple of
+    (name, uri); a bad name there is argparse's kind of one-line error, as env_switch's."""
+    text = env("SOURCE", "auto")
+    try:
+        return tuple((name, os.path.expanduser(uri)) for name, uri in named_sources(text))
+    except ValueError as exc:
+        print("python app.py: error: {} (in $STREAMDETECT_SOURCE)".format(exc), file=sys.stderr)
+        sys.exit(2)
+
+
+class AddCameras(argparse.Action):
+    """--source, repeatable: the cameras given on the command line replace those of
+    $STREAMDETECT_SOURCE (the default, a tuple), and each has a name of its own."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = getattr(namespace, self.dest)
+        given = [] if isinstance(given, tuple) else given
+        try:
+            added = named_sources(values, [name for name, _ in given])
+        except ValueError as exc:
+            raise argparse.ArgumentError(self, str(exc))
+        setattr(namespace, self.dest, given + [(name, os.path.expanduser(uri)) for name, uri in added])
 
 
 def add_event_options(group):

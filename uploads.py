@@ -79,11 +79,11 @@ def received_upload(max_bytes):
     return upload.filename or "upload", data, thresholds
 
 
-def detect_upload(lazy_camera, received, max_pixels):
+def detect_upload(cameras, received, max_pixels):
     """(frame, detections, record, camera) of a received upload, in an upload place."""
     name, data, thresholds = received
     frame = decode_upload(data, max_pixels)
-    camera = lazy_camera.get()
+    camera = cameras.get()
     classes = listed_names(request.args.get("classes"))
     if classes:
         try:

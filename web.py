@@ -13,9 +13,9 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, render_templ
 from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.exceptions import HTTPException
 
-from camera import TooManyViewers
+from broadcast import TooManyViewers
 from drawing import draw_detections, encode_opencv
-from lazy_camera import LazyCamera
+from lazy_camera import LazyCameras
 from metrics import prometheus_text
 from settings import settings_from_env
 from stream import BOUNDARY, current_frame, detection_events, frame_record, keep_send_queue_short, mjpeg_parts, \
@@ -37,10 +37,13 @@ API_ROUTES = (
     ("api_detections", "the latest frame's detections as JSON; classes and conf keep this reader's share of them"),
     ("api_events", "the detections of every new frame as server-sent events (curl -N, or EventSource in a "
                    "browser), one data: line of JSON per frame"),
-    ("api_stats", "state, FPS, inference time, frame counters, viewers, backend and model as JSON"),
+    ("api_stats", "state, FPS, inference time, frame counters, viewers, backend and model as JSON; "
+                  "cameras: each camera's"),
     ("api_detect", "an image (multipart field image, or the raw body) -> its detections as JSON, or the "
                    "annotated JPEG with annotate=1"),
-    ("healthz", "200 while frames flow, else 503 with the reason (no token needed)"),
+    ("camera_page", "one camera's live page; /cameras/NAME/video_feed, snapshot.jpg, api/detections, "
+                    "api/events and api/stats are that camera's, the routes above the first camera's"),
+    ("healthz", "200 while every camera's frames flow, else 503 naming the cameras down (no token needed)"),
     ("metrics", "the stats and the objects of each class in the latest frame, in Prometheus' text format"),
 )
 
@@ -53,7 +56,7 @@ def create_app(settings=None, start=False):
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = int(settings.max_upload_mb * 1024 * 1024)
     app.config["TOKEN"] = os.environ.get("STREAMDETECT_TOKEN", "")
-    app.extensions["streamdetect"] = LazyCamera(settings)
+    app.extensions["streamdetect"] = LazyCameras(settings)
     app.extensions["streamdetect.uploads"] = UploadPlaces()
     app.register_blueprint(routes)
     if start:
@@ -61,12 +64,12 @@ def create_app(settings=None, start=False):
     return app
 
 
-def lazy_camera():
+def lazy_cameras():
     return current_app.extensions["streamdetect"]
 
 
 def serve_settings():
-    return lazy_camera().settings
+    return lazy_cameras().settings
 
 
 @routes.app_errorhandler(HttpError)
@@ -147,22 +150,42 @@ def static_digest(path):
 
 @routes.route("/")
 def index():
-    """The live page, which the browser does not keep: a copy shown again (a duplicated tab,
-    the back button) would stream under the first's viewer name. (The upload page is kept,
-    so that going back to a result shows it, not a form resubmission.)"""
+    """The live page of the one camera, or the grid of every camera's stream."""
+    names = lazy_cameras().names
+    if len(names) == 1:
+        return live_page(None)
+    return not_kept(render_template("cameras.html", token=request.args.get("token", ""), cameras=names,
+                                    fps="{:g}".format(viewer_fps()) if viewer_fps() else None))
+
+
+@routes.route("/cameras/<name>/")
+def camera_page(name):
+    lazy_cameras().require(name)
+    return live_page(name)
+
+
+def live_page(camera):
+    """The live page of `camera` (None: the first, by the routes of one camera)."""
     max_fps = viewer_fps()
-    response = Response(render_template("index.html", token=request.args.get("token", ""),
-                                        fps="{:g}".format(max_fps) if max_fps else None,
-                                        viewer=secrets.token_urlsafe(12)), mimetype="text/html")
+    return not_kept(render_template("index.html", token=request.args.get("token", ""), camera=camera,
+                                    fps="{:g}".format(max_fps) if max_fps else None,
+                                    viewer=secrets.token_urlsafe(12)))
+
+
+def not_kept(page):
+    """A live page, which the browser does not keep: a copy shown again (a duplicated tab, the
+    back button) would stream under the first's viewer name. (The upload page is kept, so that
+    going back to a result shows it, not a form resubmission.)"""
+    response = Response(page, mimetype="text/html")
     response.headers["Cache-Control"] = "no-store"
     return response
 
 
-def stream_to_viewer(body, mimetype):
+def stream_to_viewer(body, mimetype, camera_name):
     """One more viewer's response: `body(camera, max_fps)` streamed until the viewer goes."""
     max_fps = viewer_fps()
     name = viewer_name()
-    camera = lazy_camera().get()
+    camera = lazy_cameras().get(camera_name)
     try:
         release = camera.join_viewer(name)
     except TooManyViewers as exc:
@@ -176,26 +199,29 @@ def stream_to_viewer(body, mimetype):
     return response
 
 
+@routes.route("/cameras/<name>/video_feed")
 @routes.route("/video_feed")
-def video_feed():
+def video_feed(name=None):
     refuse_detection_choices()
     if "annotate" in request.args:
         raise HttpError(400, "annotate={}: the stream is drawn once for every viewer; /snapshot.jpg?annotate=0 "
                              "gives the camera's picture alone".format(request.args["annotate"]))
-    return stream_to_viewer(mjpeg_parts, "multipart/x-mixed-replace; boundary=" + BOUNDARY)
+    return stream_to_viewer(mjpeg_parts, "multipart/x-mixed-replace; boundary=" + BOUNDARY, name)
 
 
+@routes.route("/cameras/<name>/api/events")
 @routes.route("/api/events")
-def api_events():
-    wanted = wanted_detections(lazy_camera().get())
-    return stream_to_viewer(functools.partial(detection_events, wanted=wanted), "text/event-stream")
+def api_events(name=None):
+    wanted = wanted_detections(lazy_cameras().get(name))
+    return stream_to_viewer(functools.partial(detection_events, wanted=wanted), "text/event-stream", name)
 
 
+@routes.route("/cameras/<name>/snapshot.jpg")
 @routes.route("/snapshot.jpg")
-def snapshot():
+def snapshot(name=None):
     refuse_detection_choices()
     raw = not annotation_asked(True, "boxes, labels and stats drawn", "the camera's picture alone")
-    camera = lazy_camera().get()
+    camera = lazy_cameras().get(name)
     frame = snapshot_frame(camera, raw)
     response = Response(encode_opencv(frame.raw, serve_settings().jpeg_quality) if raw else frame.jpeg,
                         mimetype="image/jpeg")
@@ -205,19 +231,23 @@ def snapshot():
     return response
 
 
+@routes.route("/cameras/<name>/api/stats")
 @routes.route("/api/stats")
-def api_stats():
-    name = viewer_name()
-    camera = lazy_camera().get()
+def api_stats(name=None):
+    viewer = viewer_name()
+    camera = lazy_cameras().get(name)
     stats = camera.stats()
-    if name:
-        stats["viewer_connected"] = camera.is_watching(name)
+    if name is None:
+        stats["cameras"] = {each.name: camera_stats(each.stats()) for each in lazy_cameras().all()}
+    if viewer:
+        stats["viewer_connected"] = camera.is_watching(viewer)
     return jsonify(stats)
 
 
+@routes.route("/cameras/<name>/api/detections")
 @routes.route("/api/detections")
-def api_detections():
-    camera = lazy_camera().get()
+def api_detections(name=None):
+    camera = lazy_cameras().get(name)
     wanted = wanted_detections(camera)
     return jsonify(frame_record(camera, current_frame(camera), wanted))
 
@@ -227,7 +257,7 @@ def api_detect():
     annotated = annotation_asked(False, "the annotated JPEG", "JSON")
     received = received_upload(current_app.config["MAX_CONTENT_LENGTH"])
     with current_app.extensions["streamdetect.uploads"].place():
-        frame, detections, record, camera = detect_upload(lazy_camera(), received, serve_settings().max_upload_pixels)
+        frame, detections, record, camera = detect_upload(lazy_cameras(), received, serve_settings().max_upload_pixels)
         if annotated:
             shown, detections = shown_smaller(frame, detections, JPEG_MAX_SIDE)
             draw_detections(shown, detections, camera.detector.colors)
@@ -240,10 +270,11 @@ def api_docs():
     given = request.args.get("token", "")
     listed = []
     for name, what in API_ROUTES:
-        rule = next(current_app.url_map.iter_rules(routes.name + "." + name))
+        rule = min(current_app.url_map.iter_rules(routes.name + "." + name), key=lambda each: len(each.arguments))
         methods = sorted(rule.methods - {"HEAD", "OPTIONS"})
         listed.append({"path": rule.rule, "methods": methods, "what": what, "takes": QUERY_PARAMETERS[name][0],
-                       "link": url_for("." + name, token=given or None) if "GET" in methods else None})
+                       "link": url_for("." + name, token=given or None) if "GET" in methods and not rule.arguments
+                       else None})
     return render_template("api.html", token=given, needs_token=bool(current_app.config["TOKEN"]), routes=listed)
 
 
@@ -261,7 +292,7 @@ def upload():
     try:
         received = received_upload(current_app.config["MAX_CONTENT_LENGTH"])
         with current_app.extensions["streamdetect.uploads"].place():
-            frame, detections, record, camera = detect_upload(lazy_camera(), received,
+            frame, detections, record, camera = detect_upload(lazy_cameras(), received,
                                                               serve_settings().max_upload_pixels)
             shown, detections = shown_smaller(frame, detections, UPLOAD_PAGE_PIXELS)
             draw_detections(shown, detections, camera.detector.colors)
@@ -276,17 +307,33 @@ def upload():
 
 @routes.route("/healthz")
 def healthz():
+    """200 while every camera streams (or waits on purpose), else 503 naming those down; the
+    first camera's state, fps and error at the top, as with one camera."""
     try:
-        camera = lazy_camera().get()
+        cameras = lazy_cameras().all()
     except HttpError as exc:
-        return jsonify(status="starting" if lazy_camera().starting else "down", error=str(exc)), 503
-    stats = camera.stats()
-    healthy = camera.healthy()
-    return jsonify(status="ok" if healthy else "unhealthy", state=stats["state"], fps=stats["fps"],
-                   error=stats["last_error"]), 200 if healthy else 503
+        return jsonify(status="starting" if lazy_cameras().starting else "down", error=str(exc)), 503
+    each = {camera.name: (camera.healthy(), camera.stats()) for camera in cameras}
+    down = [name for name, (healthy, _) in each.items() if not healthy]
+    first = each[cameras[0].name][1]
+    error = first["last_error"] if len(cameras) == 1 else "; ".join(
+        "{}: {}".format(name, each[name][1]["last_error"] or each[name][1]["state"]) for name in down)
+    return jsonify(status="unhealthy" if down else "ok", state=first["state"], fps=first["fps"], error=error,
+                   down=down, cameras={name: {"state": stats["state"], "fps": stats["fps"],
+                                              "error": stats["last_error"]} for name, (_, stats) in each.items()}
+                   ), 503 if down else 200
 
 
 @routes.route("/metrics")
 def metrics():
     # content_type, not mimetype: Flask would add a second charset, which Prometheus 3 refuses to parse
-    return Response(prometheus_text(lazy_camera().get()), content_type=CONTENT_TYPE_LATEST)
+    return Response(prometheus_text(lazy_cameras().all()), content_type=CONTENT_TYPE_LATEST)
+
+
+# What the "cameras" of /api/stats leave out: the same for every camera (the model, the engine).
+SHARED_STATS = ("backend", "precision", "model", "model_outputs", "classes", "frames_in_flight", "max_viewers",
+                "mqtt", "started_at")
+
+
+def camera_stats(stats):
+    return {key: value for key, value in stats.items() if key not in SHARED_STATS}

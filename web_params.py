@@ -22,6 +22,7 @@ VIEWER_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 # would take every class for the ones it asked. Other names pass, as cache busters (?t=...) do.
 QUERY_PARAMETERS = {
     "index": (("fps",), ()),
+    "camera_page": (("fps",), ()),
     "video_feed": (("fps", "viewer"), ("classes", "conf", "iou", "annotate")),
     "api_events": (("fps", "viewer", "classes", "conf"), ("iou",)),
     "snapshot": (("annotate",), ("classes", "conf", "iou")),

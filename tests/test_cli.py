@@ -372,7 +372,7 @@ def test_paths_from_an_environment_file_may_start_with_a_tilde(tmp_path, red_squ
         for name, value in environment.items():
             patch.setenv(name, value)
         args = build_parser().parse_args(["serve"])
-    assert [args.source, args.model, args.labels, args.tls_cert, args.tls_key, args.calibration_images] == [
+    assert [args.source[0][1], args.model, args.labels, args.tls_cert, args.tls_key, args.calibration_images] == [
         str(tmp_path / name) for name in ("door.mp4", "models/red.onnx", "labels.txt", "tls/cert.pem", "tls/key.pem",
                                           "shots")]
 

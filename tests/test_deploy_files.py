@@ -117,6 +117,20 @@ def test_docker_run_streams_the_camera_it_is_given(tmp_path):
     assert calls[-1].endswith("serve --production --source test://")  # the command line's comes first
 
 
+def test_docker_run_passes_every_camera_device(tmp_path):
+    """Each --device given, and each /dev/ device the sources name, reaches the container
+    (/dev/null and /dev/zero stand in for cameras)."""
+    given = tmp_path / "usb-Acme_Cam_1234-video-index0"
+    given.write_bytes(b"")
+    calls, _ = run_docker_run(tmp_path / "given", "--device", str(given), "--", "--source", "door=/dev/null",
+                              "--source=/dev/zero")
+    for camera in (given, "/dev/null", "/dev/zero"):
+        assert "--device {} ".format(camera) in calls[-1]
+    assert calls[-1].endswith("serve --production --source door=/dev/null --source=/dev/zero")
+    calls, stderr = run_docker_run(tmp_path / "absent", "--", "--source", "yard=/dev/video-absent")
+    assert "--device" not in calls[-1] and "no /dev/video-absent; its camera will show RECONNECTING" in stderr
+
+
 def test_python_3_6_gets_the_last_releases_that_support_it():
     jetson = pins_for("3.6", "aarch64")
     assert jetson == {"flask": "==2.0.3", "werkzeug": "==2.0.3", "numpy": "==1.19.5", "onnx": "==1.11.0",

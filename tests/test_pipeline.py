@@ -1046,7 +1046,7 @@ def test_frames_in_flight_overlap_and_reach_viewers_in_capture_order(red_square_
     assert stats["frames_in_flight"] == 2
 
 
-@pytest.mark.parametrize("in_flight, drawn_by", [(1, {"camera-render_loop"}), (2, {"camera-detect_loop"})])
+@pytest.mark.parametrize("in_flight, drawn_by", [(1, {"camera-render_loop"}), (2, {"detect-loop"})])
 def test_who_draws_and_encodes_a_frame(red_square_model, in_flight, drawn_by):
     """One frame in flight: the render thread, so that drawing and encoding overlap with the
     next inference. Several: every core is inferring anyway, and a render thread would

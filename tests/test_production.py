@@ -28,8 +28,10 @@ FPS = 20
 
 
 def production(model, *extra):
-    return Server("serve", "--production", "--source", "test://?fps={}".format(FPS), "--model", model,
-                  "--stats-port", str(free_port()), "--per-client-limit", "64", *extra)
+    """--production with `extra` options; its source test:// unless they give one."""
+    source = () if "--source" in extra else ("--source", "test://?fps={}".format(FPS))
+    return Server("serve", "--production", *source, "--model", model, "--stats-port", str(free_port()),
+                  "--per-client-limit", "64", *extra)
 
 
 @pytest.fixture(scope="module")

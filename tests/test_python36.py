@@ -14,8 +14,8 @@ from pins import pins_for
 ENVIRONMENT = os.path.join(ROOT, ".python36", "bin")
 PYTHON36 = os.path.join(ENVIRONMENT, "python")
 # Every test of the runtime; not the benchmarks, the deployment linters or the GPU.
-RUNTIME_TESTS = ["test_cli.py", "test_decoding.py", "test_hostile.py", "test_model.py", "test_mqtt.py",
-                 "test_pipeline.py", "test_production.py", "test_server.py", "test_tensorrt.py", "test_tracking.py"]
+RUNTIME_TESTS = ["test_cameras.py", "test_cli.py", "test_decoding.py", "test_hostile.py", "test_model.py",
+                 "test_mqtt.py", "test_pipeline.py", "test_production.py", "test_server.py", "test_tensorrt.py", "test_tracking.py"]
 needs_python36 = pytest.mark.skipif(not os.path.exists(PYTHON36),
                                     reason="no Python 3.6 environment: bash tests/python36_env.sh")
 
@@ -38,4 +38,4 @@ def test_python_3_6_environment_has_the_pins():
 def test_runtime_tests_pass_on_python_3_6_with_its_pins():
     version = subprocess.check_output([PYTHON36, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
     assert version.decode().strip() == "3.6"
-    print("Python 3.6:", run_tests_under(PYTHON36, RUNTIME_TESTS, timeout=480))
+    print("Python 3.6:", run_tests_under(PYTHON36, RUNTIME_TESTS, timeout=600))

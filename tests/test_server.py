@@ -187,12 +187,14 @@ def test_page_api_and_metrics(server):
     assert b"streamdetect_frames_decoded_total" in body
     objects = {line.split(b" ")[0]: float(line.split(b" ")[1]) for line in body.splitlines()
                if line.startswith(b"streamdetect_objects{")}
-    assert len(objects) == 20 and objects[b'streamdetect_objects{label="aeroplane"}'] >= 1
-    assert objects[b'streamdetect_objects{label="person"}'] == 0
+    assert len(objects) == 20 and objects[b'streamdetect_objects{camera="camera",label="aeroplane"}'] >= 1
+    assert objects[b'streamdetect_objects{camera="camera",label="person"}'] == 0
     status, answer = get_json(server.port, "/video_feed/")  # a mistyped route names the right ones
     assert status == 404 and answer["error"] == (
         "Not Found: /video_feed/ is no page of this server; it has /, /api, /api/detect (POST), /api/detections, "
-        "/api/events, /api/stats, /healthz, /metrics, /snapshot.jpg, /upload, /video_feed")
+        "/api/events, /api/stats, /cameras/<name>/, /cameras/<name>/api/detections, /cameras/<name>/api/events, "
+        "/cameras/<name>/api/stats, /cameras/<name>/snapshot.jpg, /cameras/<name>/video_feed, /healthz, /metrics, "
+        "/snapshot.jpg, /upload, /video_feed")
     status, headers, body = get(server.port, "/video_feed?x", timeout=3, method="HEAD")
     assert headers["Content-Type"] == "multipart/x-mixed-replace; boundary=frame"
     assert "no-cache" in headers["Cache-Control"]
@@ -204,11 +206,13 @@ def test_metrics_in_base_units_and_one_series_per_state(server):
     status, headers, body = get(server.port, "/metrics")
     samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
                for family in text_string_to_metric_families(body.decode()) for sample in family.samples}
+    camera = (("camera", "camera"),)  # every series of a camera is labelled with its name
     for stage in ("inference", "wait", "render", "latency"):  # ms of red_square: well under 0.05 s
-        assert 0 < samples[("streamdetect_{}_seconds".format(stage), ())] < 0.05
+        assert 0 < samples[("streamdetect_{}_seconds".format(stage), camera)] < 0.05
     assert samples[("streamdetect_uptime_seconds", ())] > 0
-    assert samples[("streamdetect_source_up", ())] == 1
-    states = {labels[0][1]: value for (name, labels), value in samples.items() if name == "streamdetect_state"}
+    assert samples[("streamdetect_source_up", camera)] == 1
+    states = {dict(labels)["state"]: value for (name, labels), value in samples.items()
+              if name == "streamdetect_state" and dict(labels)["camera"] == "camera"}
     assert set(states) == set(Camera.STATES) and {s for s, v in states.items() if v} == {"streaming"}
 
 
