@@ -5,8 +5,9 @@ by `pycuda.autoinit`, and is pushed around every use and popped in `finally`,
 so whichever thread runs inference (a pipeline thread under uWSGI, say) has it
 current; the seed tutorial's "explicit_context_dependent failed: invalid
 device context" came from a context bound to the importing thread instead.
-Supports TensorRT 8.2 (bindings API, execute_async_v2) and 8.5+ / 10.x
-(tensor API, set_tensor_address, execute_async_v3) by feature detection.
+Supports TensorRT 8.2 (bindings API, execute_async_v2, set_binding_shape) and 8.5+ /
+10.x (tensor API, set_tensor_address, execute_async_v3, set_input_shape) by feature
+detection.
 """
 import numpy as np
 
@@ -81,44 +82,80 @@ def io_tensors(trt, engine):
 
 
 class TrtRunner(object):
-    """Runs one deserialized engine: buffers and stream made once, reused per call."""
+    """Runs one deserialized engine: buffers and stream made once, reused per call. An engine
+    built with a 1..max_batch profile (a symbolic batch) gets buffers for `max_batch` frames
+    and is told each call's batch before it runs."""
 
-    def __init__(self, trt, cuda, engine, context):
+    def __init__(self, trt, cuda, engine, context, max_batch=1):
         self.cuda = cuda
         self.engine = engine
         self.cuda_context = context
         with context:
             self.execution = engine.create_execution_context()
             self.stream = cuda.Stream()
+            self.tensor_api = uses_tensor_api(engine)
+            tensors = io_tensors(trt, engine)
+            [(self.input_index, (self.input_name, input_shape, _, _))] = [
+                (index, tensor) for index, tensor in enumerate(tensors) if tensor[3]]
+            self.frame_shape = tuple(input_shape[1:])
+            self.dynamic = input_shape[0] < 0
+            self.batch = input_shape[0]
+            if self.dynamic:  # the output shapes follow the input's: those of the largest batch
+                self._set_batch(max_batch)
+                tensors = [(name, self._shape_now(index, name), dtype, is_input)
+                           for index, (name, _, dtype, is_input) in enumerate(tensors)]
             self.inputs, self.outputs, in_engine_order = [], [], []
-            for name, shape, dtype, is_input in io_tensors(trt, engine):
+            for name, shape, dtype, is_input in tensors:
                 buffer = Buffer(cuda, name, shape, dtype)
                 (self.inputs if is_input else self.outputs).append(buffer)
                 in_engine_order.append(buffer)
-            self.tensor_api = uses_tensor_api(engine)
             if self.tensor_api:
                 for buffer in in_engine_order:
                     self.execution.set_tensor_address(buffer.name, int(buffer.device))
             else:  # execute_async_v2 takes the addresses in binding-index order
                 self.bindings = [int(buffer.device) for buffer in in_engine_order]
 
+    def _set_batch(self, frames):
+        """Tell the execution context the input's batch (8.5+: by name; 8.2: by binding index)."""
+        shape = (frames,) + self.frame_shape
+        if self.tensor_api:
+            accepted = self.execution.set_input_shape(self.input_name, shape)
+        else:
+            accepted = self.execution.set_binding_shape(self.input_index, shape)
+        if accepted is False:
+            raise RuntimeError("TensorRT refused a batch of {} frames".format(frames))
+        self.batch = frames
+
+    def _shape_now(self, index, name):
+        """A tensor's shape for the batch set now."""
+        if self.tensor_api:
+            return tuple(self.execution.get_tensor_shape(name))
+        return tuple(self.execution.get_binding_shape(index))
+
     def run(self, blob):
-        """Copy `blob` in, execute, copy every output out; returns the first output."""
+        """Copy `blob` (1 to max_batch frames) in, execute, copy every output out; returns the
+        first output, a row per frame."""
+        frames = blob.shape[0]
         with self.cuda_context:
+            if self.dynamic and frames != self.batch:
+                self._set_batch(frames)
             source = self.inputs[0]
-            np.copyto(source.host, blob.ravel().astype(source.host.dtype, copy=False))
-            self.cuda.memcpy_htod_async(source.device, source.host, self.stream)
+            count = blob.size
+            np.copyto(source.host[:count], blob.ravel().astype(source.host.dtype, copy=False))
+            self.cuda.memcpy_htod_async(source.device, source.host[:count], self.stream)
             if self.tensor_api:
                 ok = self.execution.execute_async_v3(stream_handle=self.stream.handle)
             else:
                 ok = self.execution.execute_async_v2(bindings=self.bindings, stream_handle=self.stream.handle)
             for buffer in self.outputs:
-                self.cuda.memcpy_dtoh_async(buffer.host, buffer.device, self.stream)
+                self.cuda.memcpy_dtoh_async(buffer.host[:buffer.host.size * frames // buffer.shape[0]],
+                                            buffer.device, self.stream)
             self.stream.synchronize()
         if not ok:
             raise RuntimeError("TensorRT execution failed")
         first = self.outputs[0]
-        return first.host.reshape(first.shape).copy()
+        return first.host[:first.host.size * frames // first.shape[0]].reshape(
+            (frames,) + first.shape[1:]).copy()
 
     def release(self):
         """Free device memory inside the context, then the context itself."""

@@ -1,7 +1,9 @@
 """The files behind the engines: a model's SHA-256, the key a TensorRT engine is cached
-under, atomic writes, and the images an INT8 engine is calibrated with."""
+under, atomic writes, and the images an INT8 engine is calibrated with (and whether a
+cached one was calibrated on them)."""
 import functools
 import hashlib
+import logging
 import os
 import tempfile
 
@@ -9,6 +11,8 @@ import cv2
 
 import data_processing
 from errors import EngineError
+
+log = logging.getLogger("streamdetect.engine")
 
 
 def file_sha256(path):
@@ -85,3 +89,32 @@ def calibration_batches(folder, input_shape, input_scale):
     if not batches:
         raise EngineError("--calibration-images {} has no images OpenCV can read".format(folder))
     return batches
+
+
+def calibrated_on(engine_path, fingerprint, folder):
+    """Whether the cached INT8 engine at `engine_path` was calibrated on the images of `folder`
+    (their calibration_fingerprint); if not, it and its calibration cache are removed: given
+    other images, a user expects them used."""
+    try:
+        with open(engine_path + ".calibrated-from", "rb") as handle:
+            if handle.read().decode() == fingerprint:
+                return True
+    except (IOError, OSError, UnicodeError):
+        pass
+    if os.path.isfile(engine_path):
+        log.info("cached engine %s was calibrated on other images than --calibration-images %s; "
+                 "calibrating and building it again", engine_path, folder)
+    for stale in (engine_path, engine_path + ".calibration", engine_path + ".calibrated-from"):
+        try:
+            os.remove(stale)
+        except OSError:
+            pass  # absent (in a read-only cache, the old calibration cache is still read)
+    return False
+
+
+def note_calibration(engine_path, fingerprint):
+    """Keep which images the engine at `engine_path` was calibrated on, for calibrated_on()."""
+    try:
+        write_atomically(engine_path + ".calibrated-from", fingerprint.encode())
+    except OSError:
+        pass  # the engine's own save says why; it is then calibrated again next time

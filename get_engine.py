@@ -1,6 +1,7 @@
 """Inference engines behind one small interface.
 
-An engine loads one ONNX model, runs a batch of one and says what it is. Each
+An engine loads one ONNX model, runs a batch of frames (of one, unless the model's
+batch dimension is symbolic and batching pays on that backend) and says what it is. Each
 backend imports its library only when it is chosen, so a machine with only
 OpenCV, or without a GPU, never touches the others.
 """
@@ -12,8 +13,8 @@ import traceback
 
 import numpy as np
 
-from engine_files import calibration_batches, calibration_fingerprint, engine_cache_key, file_sha256, \
-    write_atomically
+from engine_files import calibrated_on, calibration_batches, calibration_fingerprint, engine_cache_key, \
+    file_sha256, note_calibration, write_atomically
 from errors import EngineError, ModelError
 
 log = logging.getLogger("streamdetect.engine")
@@ -29,7 +30,8 @@ def last_line(exc):
 
 
 def describe_onnx(model_path):
-    """Return (input_name, (N, 3, H, W)) read from the ONNX graph, or raise ModelError."""
+    """Return (input_name, (1, 3, H, W), whether the batch is symbolic) read from the ONNX
+    graph, or raise ModelError."""
     import onnx
     if os.path.isfile(model_path) and os.path.getsize(model_path) == 0:
         raise ModelError("{} is empty (0 bytes), not an ONNX model (a copy or download that failed?); pass "
@@ -59,7 +61,8 @@ def describe_onnx(model_path):
                          .format(model_path, inputs[0].name, shape))
     if not model.graph.output:
         raise ModelError("{} has no output".format(model_path))
-    return inputs[0].name, (1,) + tuple(shape[1:])
+    symbolic = not (dims[0].HasField("dim_value") and dims[0].dim_value > 0)
+    return inputs[0].name, (1,) + tuple(shape[1:]), symbolic
 
 
 class Engine(object):
@@ -74,14 +77,26 @@ class Engine(object):
     frames_in_flight = 1
     # The arithmetic the model runs in (TensorRT's engines choose theirs).
     precision = "fp32"
+    # The most frames (of as many cameras) one infer() call takes.
+    max_batch = 1
 
     def __init__(self, model_path):
         self.model_path = model_path
-        self.input_name, self.input_shape = describe_onnx(model_path)
+        self.input_name, self.input_shape, self.symbolic_batch = describe_onnx(model_path)
         self.detail = ""
 
+    def _choose_batch(self, asked, cameras, pays):
+        """max_batch: `asked` (--batch; 0: `cameras` where batching `pays` on this backend, else
+        1), or 1 for a model whose batch dimension is fixed."""
+        wanted = int(asked or 0) or (int(cameras) if pays else 1)
+        if wanted > 1 and not self.symbolic_batch:
+            log.info("%s has a fixed batch of one: the cameras' frames run one at a time", self.model_path)
+            wanted = 1
+        self.max_batch = max(1, wanted)
+
     def infer(self, blob):
-        """Run one float32 NCHW blob; return the model's first output as a NumPy array."""
+        """Run a float32 NCHW blob of 1 to max_batch frames; return the model's first output
+        (a row per frame) as a NumPy array."""
         raise NotImplementedError
 
     def close(self):
@@ -114,10 +129,12 @@ class OnnxRuntimeEngine(Engine):
     name = "onnxruntime"
 
     def __init__(self, model_path, cache_folder=None, frames_in_flight=1, precision="auto",
-                 calibration_images=None, input_scale=None):
+                 calibration_images=None, input_scale=None, batch=0, cameras=1):
         """frames_in_flight: how many infer() calls will run at once, each then given its
         share of the cores; 0 = 2 when the model runs on a CPU with 2 cores or more.
-        precision int8: the model quantized, calibrated on `calibration_images` (int8_model)."""
+        precision int8: the model quantized, calibrated on `calibration_images` (int8_model).
+        batch: the most frames of `cameras` cameras one call takes (0: 1 on the CPU, where a
+        batch was measured no faster, docs/benchmarks.md; `cameras` on a GPU)."""
         super(OnnxRuntimeEngine, self).__init__(model_path)
         try:
             import onnxruntime
@@ -142,6 +159,7 @@ class OnnxRuntimeEngine(Engine):
         cpu_only = [p if isinstance(p, str) else p[0] for p in providers] == ["CPUExecutionProvider"]
         cores = usable_cores()
         self.frames_in_flight = int(frames_in_flight) or (2 if cpu_only and cores >= 2 else 1)
+        self._choose_batch(batch, cameras, pays=not cpu_only)
         if self.frames_in_flight > 1:
             options.intra_op_num_threads = max(1, cores // self.frames_in_flight)
         try:
@@ -156,6 +174,8 @@ class OnnxRuntimeEngine(Engine):
             threads = options.intra_op_num_threads
             self.detail += ", {} frames x {} thread{}".format(self.frames_in_flight, threads,
                                                                "s" if threads > 1 else "")
+        if self.max_batch > 1:
+            self.detail += ", batches of up to {}".format(self.max_batch)
 
     def _model_to_run(self, precision, cache_folder, calibration_images, input_scale):
         """The model file to load: the one given, or its INT8 copy; fp16 is a GPU's."""
@@ -238,8 +258,11 @@ class TensorRTEngine(Engine):
     name = "tensorrt"
 
     def __init__(self, model_path, cache_folder, precision="auto", workspace_mb=256, calibration_images=None,
-                 input_scale=1.0):
+                 input_scale=1.0, batch=0, cameras=1):
+        """batch: the most frames one run takes, the engine built for 1..batch (0: one per camera,
+        which a GPU infers together faster than one by one)."""
         super(TensorRTEngine, self).__init__(model_path)
+        self._choose_batch(batch, cameras, pays=True)
         trt, cuda = import_tensorrt()
         import common
         self.trt, self.cuda = trt, cuda
@@ -257,7 +280,9 @@ class TensorRTEngine(Engine):
                 traceback.clear_frames(exc.__traceback__)
             self.cuda_context.release()
             raise
-        self.detail = "TensorRT {} {} on {} (sm {})".format(trt.__version__, self.precision, gpu_name, capability)
+        self.detail = "TensorRT {} {} on {} (sm {}){}".format(
+            trt.__version__, self.precision, gpu_name, capability,
+            ", batches of up to {}".format(self.max_batch) if self.max_batch > 1 else "")
 
     def _runner(self, cache_folder, precision, gpu_name, capability, workspace_mb, calibration_images, input_scale):
         """The runner of the engine loaded from the cache, or built (and cached) now."""
@@ -265,8 +290,8 @@ class TensorRTEngine(Engine):
         trt = self.trt
         builder = trt.Builder(self.logger)
         self.precision = self._choose_precision(builder, precision)
-        key = engine_cache_key(file_sha256(self.model_path), trt.__version__, gpu_name, capability,
-                               self.precision, self.input_shape, input_scale if self.precision == "int8" else None)
+        key = engine_cache_key(file_sha256(self.model_path), trt.__version__, gpu_name, capability, self.precision,
+                               (self.max_batch,) + self.input_shape[1:], input_scale if self.precision == "int8" else None)
         stem = os.path.splitext(os.path.basename(self.model_path))[0]
         self.engine_path = os.path.join(cache_folder, "{}-{}-{}.engine".format(stem, self.precision, key))
         try:
@@ -276,20 +301,17 @@ class TensorRTEngine(Engine):
         calibration = None
         if self.precision == "int8" and calibration_images and os.path.isdir(calibration_images):
             calibration = calibration_fingerprint(calibration_images)
-        stale = calibration and not self._calibrated_on(calibration, calibration_images)
+        stale = calibration and not calibrated_on(self.engine_path, calibration, calibration_images)
         engine = None if stale else self._load_cached()
         if engine is None:
             serialized = self._build(builder, workspace_mb, calibration_images, input_scale)
             self._save(serialized)
             if calibration:
-                try:
-                    write_atomically(self._calibration_record, calibration.encode())
-                except OSError:
-                    pass  # the engine's own save says why; it is then calibrated again next time
+                note_calibration(self.engine_path, calibration)
             engine = trt.Runtime(self.logger).deserialize_cuda_engine(serialized)
             if engine is None:
                 raise EngineError("TensorRT could not load the engine it just built from {}".format(self.model_path))
-        return common.TrtRunner(trt, self.cuda, engine, self.cuda_context)
+        return common.TrtRunner(trt, self.cuda, engine, self.cuda_context, self.max_batch)
 
     def _choose_precision(self, builder, precision):
         trt = self.trt
@@ -334,30 +356,6 @@ class TensorRTEngine(Engine):
     def _calibration_cache(self):
         """TensorRT's INT8 scales for the engine, kept so that a rebuild skips calibration."""
         return self.engine_path + ".calibration"
-
-    @property
-    def _calibration_record(self):
-        """Which images the engine was calibrated on (calibration_fingerprint)."""
-        return self.engine_path + ".calibrated-from"
-
-    def _calibrated_on(self, fingerprint, folder):
-        """Whether the cached INT8 engine was calibrated on the images of `folder`; if not, it and
-        the calibration cache are removed: given other images, a user expects them used."""
-        try:
-            with open(self._calibration_record, "rb") as handle:
-                if handle.read().decode() == fingerprint:
-                    return True
-        except (IOError, OSError, UnicodeError):
-            pass
-        if os.path.isfile(self.engine_path):
-            log.info("cached engine %s was calibrated on other images than --calibration-images %s; "
-                     "calibrating and building it again", self.engine_path, folder)
-        for stale in (self.engine_path, self._calibration_cache, self._calibration_record):
-            try:
-                os.remove(stale)
-            except OSError:
-                pass  # absent (in a read-only cache, the old calibration cache is still read)
-        return False
 
     def _load_cached(self):
         if not os.path.isfile(self.engine_path):
@@ -405,14 +403,16 @@ class TensorRTEngine(Engine):
             raise EngineError("TensorRT's ONNX parser rejected {} ({} error(s): {})".format(
                 self.model_path, len(errors), "; ".join(errors) or "no details"))
         image = network.get_input(0)
-        if any(dim < 0 for dim in image.shape):
+        config = builder.create_builder_config()
+        if self.max_batch > 1:
+            self._batch_profile(builder, config, image.name)
+        elif any(dim < 0 for dim in image.shape):
             # The zoo's Tiny YOLOv2 declares a symbolic batch ('None'), and TensorRT refuses to
             # build a network with a dynamic input that has no optimization profile: fixed to
             # a batch of one, as ONNX Runtime runs it, the engine's shapes are all static.
             log.info("%s has a symbolic input shape %s; building for %s", self.model_path,
                      tuple(image.shape), self.input_shape)
             image.shape = list(self.input_shape)
-        config = builder.create_builder_config()
         workspace = int(workspace_mb) << 20
         if hasattr(config, "set_memory_pool_limit"):
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
@@ -438,6 +438,20 @@ class TensorRTEngine(Engine):
                               "try --precision fp32 or a larger --workspace-mb".format(self.model_path))
         log.info("engine built in %.0f s", time.monotonic() - started)
         return bytes(serialized)
+
+    def _batch_profile(self, builder, config, name):
+        """Let the engine run batches of 1 to max_batch frames (tuned for the largest: every
+        camera's frame at once); INT8 calibration runs its batches of one."""
+        one = self.input_shape
+        most = (self.max_batch,) + one[1:]
+        profile = builder.create_optimization_profile()
+        profile.set_shape(name, one, most, most)
+        config.add_optimization_profile(profile)
+        if self.precision == "int8" and hasattr(config, "set_calibration_profile"):
+            calibration = builder.create_optimization_profile()
+            calibration.set_shape(name, one, one, one)
+            config.set_calibration_profile(calibration)
+        log.info("building for batches of 1 to %d frames (--batch)", self.max_batch)
 
     def infer(self, blob):
         return self.runner.run(blob)
@@ -508,9 +522,10 @@ AUTO_ORDER = (("tensorrt", _tensorrt_reason), ("onnxruntime", _onnxruntime_reaso
 ENGINES = {"tensorrt": TensorRTEngine, "onnxruntime": OnnxRuntimeEngine, "opencv": OpenCVEngine}
 # The `create_engine` options each backend takes (cache_folder: where ONNX Runtime's
 # TensorRT provider and our TensorRT engine keep their built engines).
-ENGINE_OPTIONS = {"tensorrt": ("cache_folder", "precision", "workspace_mb", "calibration_images", "input_scale"),
+ENGINE_OPTIONS = {"tensorrt": ("cache_folder", "precision", "workspace_mb", "calibration_images", "input_scale",
+                               "batch", "cameras"),
                   "onnxruntime": ("cache_folder", "frames_in_flight", "precision", "calibration_images",
-                                  "input_scale"),
+                                  "input_scale", "batch", "cameras"),
                   "opencv": ("precision",)}
 
 

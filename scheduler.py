@@ -79,12 +79,12 @@ class Mailbox(object):
 
 class DetectorPool(object):
     """The detector threads of one Detector, shared by the cameras that join() it and by
-    uploads (run_upload). `batch`: at most this many cameras' frames inferred at once."""
+    uploads (run_upload); each runs as many cameras' frames at once as its engine takes."""
 
-    def __init__(self, detector, batch=1):
+    def __init__(self, detector):
         self.detector = detector
         self.slots = detector.engine.frames_in_flight
-        self.batch = max(1, min(int(batch), getattr(detector.engine, "max_batch", 1)))
+        self.batch = detector.engine.max_batch
         self.work = threading.Condition()
         self.stopped = threading.Event()  # set: every wait here ends
         self.mailboxes = []

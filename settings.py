@@ -148,6 +148,8 @@ def detector_from_args(args):
         workspace_mb=args.workspace_mb,
         calibration_images=args.calibration_images,
         frames_in_flight=in_flight,
+        batch=getattr(args, "batch", 1),  # the server's cameras may share a batch
+        cameras=len(getattr(args, "source", ())) or 1,
         classes=listed_names(args.classes),
     )
     if in_flight > 1 and detector.engine.frames_in_flight != in_flight:
@@ -266,6 +268,11 @@ def add_pipeline_options(group):
                        help="frames inferred at once by ONNX Runtime on the CPU, each on its share of "
                             "the cores; 2 gives more FPS than 1 (no cores wait for each other) at "
                             "about twice the latency; 0 = 2 where there are 2 cores or more "
+                            "(default %(default)s)")
+    group.add_argument("--batch", type=count, default=env("BATCH", 0), metavar="N",
+                       help="with several cameras, infer up to N of their frames in one run, where the model's "
+                            "batch dimension is symbolic (the zoo's is); 0 = one per camera on a GPU (TensorRT "
+                            "builds its engine for 1 to N), 1 on the CPU, where a batch is no faster "
                             "(default %(default)s)")
 
 

@@ -291,7 +291,7 @@ class Detector(object):
 
     def __init__(self, model=DEFAULT_MODEL, backend="auto", labels=None, anchors=None,
                  input_scale=None, conf_threshold=0.5, iou_threshold=0.45, precision="auto",
-                 workspace_mb=256, calibration_images=None, frames_in_flight=1, classes=None):
+                 workspace_mb=256, calibration_images=None, frames_in_flight=1, classes=None, batch=0, cameras=1):
         spec = NAMED_MODELS.get(model)
         self.model_name = model if spec else os.path.basename(model)
         self.model_path = resolve_model(model)
@@ -305,7 +305,7 @@ class Detector(object):
         self.engine = create_engine(self.model_path, backend, cache_folder=cache_dir("engines", create=False),
                                     precision=precision, workspace_mb=workspace_mb,
                                     calibration_images=calibration_images, input_scale=input_scale,
-                                    frames_in_flight=frames_in_flight)
+                                    frames_in_flight=frames_in_flight, batch=batch, cameras=cameras)
         self.backend = self.engine.name
         _, _, self.input_h, self.input_w = self.engine.input_shape
 

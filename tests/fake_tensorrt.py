@@ -6,7 +6,8 @@ tensor API, chosen by version. A "serialized engine" is a marker, the network's
 input shapes and the ONNX bytes, and "executing" it runs ONNX Runtime, so outputs
 can be checked. As TensorRT does, the builder refuses a network whose input has a
 dynamic dimension (-1, from a symbolic ONNX one) when no optimization profile
-fixes it. Like CUDA, device calls fail unless a context is current in the calling
+covers it; an engine built with one takes any batch its profile allows, once the
+execution context is told it (set_binding_shape in 8.2, set_input_shape since 8.5). Like CUDA, device calls fail unless a context is current in the calling
 thread; TensorRT objects note being let go without one, and a context detached
 as pycuda does it notes being leaked.
 """
@@ -35,6 +36,8 @@ class FakeCuda(object):
         self.parser_errors = []
         self.fail_execute = False
         self.calibration_maxima = []  # the largest input value of each INT8 calibration batch
+        self.profiles = []  # {input: (min, opt, max)} of each build's optimization profile
+        self.calibration_profiles = []
         self.memory = {}
         self.local = threading.local()
         self.pushes = self.pops = 0
@@ -137,13 +140,14 @@ class FakeCuda(object):
             def synchronize(self):
                 fake.require_context()
 
-        def memcpy_htod(device, host, stream=None):
+        def memcpy_htod(device, host, stream=None):  # as CUDA's: host's bytes to the start of device's
             fake.require_context()
-            fake.memory[int(device)][:] = np.ascontiguousarray(host).view(np.uint8).ravel()
+            data = np.ascontiguousarray(host).view(np.uint8).ravel()
+            fake.memory[int(device)][:data.size] = data
 
         def memcpy_dtoh(host, device, stream=None):
             fake.require_context()
-            host.view(np.uint8)[:] = fake.memory[int(device)]
+            host.view(np.uint8)[:] = fake.memory[int(device)][:host.nbytes]
 
         driver.init = lambda: None
         driver.Device = Device
@@ -214,9 +218,27 @@ class FakeCuda(object):
                 self.flags = set()
                 self.workspace = None
                 self.int8_calibrator = None
+                self.profiles = []
+                self.calibration_profile = None
 
             def set_flag(self, flag):
                 self.flags.add(flag)
+
+            def add_optimization_profile(self, profile):
+                self.profiles.append(profile)
+                return len(self.profiles) - 1
+
+            def set_calibration_profile(self, profile):
+                self.calibration_profile = profile
+
+        class OptimizationProfile(object):
+            def __init__(self):
+                self.shapes = {}
+
+            def set_shape(self, name, min, opt, max):
+                assert all(len(dims) == 4 for dims in (min, opt, max))
+                assert all(a <= b <= c for a, b, c in zip(min, opt, max)), (min, opt, max)
+                self.shapes[name] = (tuple(min), tuple(opt), tuple(max))
 
         if (major, minor) >= (8, 4):
             Config.set_memory_pool_limit = lambda self, pool, size: setattr(self, "workspace", size)
@@ -233,6 +255,9 @@ class FakeCuda(object):
             def create_builder_config(self):
                 return Config()
 
+            def create_optimization_profile(self):
+                return OptimizationProfile()
+
             def build_serialized_network(self, network, config):
                 fake.require_context()
                 workspace = config.workspace
@@ -241,7 +266,11 @@ class FakeCuda(object):
                 fake.builds.append((network.flags, set(config.flags), workspace))
                 if fake.fail_build:
                     return None
-                if any(dim < 0 for tensor in network.inputs for dim in tensor.shape):
+                profile = config.profiles[0].shapes if config.profiles else {}
+                fake.profiles.append(profile)
+                if config.calibration_profile is not None:
+                    fake.calibration_profiles.append(config.calibration_profile.shapes)
+                if any(dim < 0 and tensor.name not in profile for tensor in network.inputs for dim in tensor.shape):
                     fake.build_errors.append("Network has dynamic or shape inputs, but no optimization "
                                              "profile has been defined.")
                     return None
@@ -253,7 +282,9 @@ class FakeCuda(object):
                             break
                         fake.calibration_maxima.append(float(fake.memory[pointers[0]].view(np.float32).max()))
                     calibrator.write_calibration_cache(b"FAKE-CALIBRATION")
-                shapes = dict((tensor.name, [int(dim) for dim in tensor.shape]) for tensor in network.inputs)
+                shapes = dict((tensor.name, {"shape": [int(dim) for dim in tensor.shape],
+                                             "most": list(profile[tensor.name][2]) if tensor.name in profile else None})
+                              for tensor in network.inputs)
                 return MAGIC + json.dumps(shapes).encode() + b"\n" + network.onnx
 
         class ParserError(object):
@@ -290,9 +321,12 @@ class FakeCuda(object):
                 shapes, onnx_bytes = serialized.split(b"\n", 1)
                 shapes = json.loads(shapes.decode())
                 self.session = onnxruntime.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-                self.io = [(i.name, tuple(shapes[i.name]), True) for i in self.session.get_inputs()]
-                outputs = self.session.run(None, {self.io[0][0]: np.zeros(self.io[0][1], np.float32)})
-                self.io += [(o.name, out.shape, False) for o, out in zip(self.session.get_outputs(), outputs)]
+                self.io = [(i.name, tuple(shapes[i.name]["shape"]), True) for i in self.session.get_inputs()]
+                self.most = shapes[self.io[0][0]]["most"]  # the profile's largest input, or None
+                one = [1 if dim < 0 else dim for dim in self.io[0][1]]
+                outputs = self.session.run(None, {self.io[0][0]: np.zeros(one, np.float32)})
+                self.io += [(o.name, (-1,) + out.shape[1:] if self.most else out.shape, False)
+                            for o, out in zip(self.session.get_outputs(), outputs)]
                 if fake.outputs_first:
                     self.io = self.io[1:] + self.io[:1]
 
@@ -318,16 +352,31 @@ class FakeCuda(object):
             def __init__(self, engine):
                 self.engine = engine
                 self.addresses = {}
+                self.batch = None if engine.most else engine.io[0][1][0]  # a dynamic one is set before use
+
+            def _set_batch(self, shape):
+                if not self.engine.most or tuple(shape[1:]) != tuple(self.engine.most[1:]) \
+                        or not 1 <= shape[0] <= self.engine.most[0]:
+                    return False
+                self.batch = shape[0]
+                return True
+
+            def _shape(self, name):
+                [shape] = [shape for io_name, shape, _ in self.engine.io if io_name == name]
+                return (self.batch,) + tuple(shape[1:]) if shape[0] < 0 else tuple(shape)
 
             def _execute(self, addresses):
                 fake.require_context()
                 if fake.fail_execute:
                     return False
-                [(name, shape, _)] = [io for io in self.engine.io if io[2]]
-                data = fake.memory[addresses[name]].view(np.float32).reshape(shape)
+                assert self.batch is not None, "a dynamic input's shape was never set"
+                [(name, _, _)] = [io for io in self.engine.io if io[2]]
+                shape = self._shape(name)
+                data = fake.memory[addresses[name]].view(np.float32)[:int(np.prod(shape))].reshape(shape)
                 outputs = self.engine.session.run(None, {name: data})
                 for (out_name, _, _), value in zip([io for io in self.engine.io if not io[2]], outputs):
-                    fake.memory[addresses[out_name]][:] = value.astype(np.float32).view(np.uint8).ravel()
+                    data = value.astype(np.float32).view(np.uint8).ravel()
+                    fake.memory[addresses[out_name]][:data.size] = data
                 return True
 
             def set_tensor_address(self, name, pointer):
@@ -339,6 +388,12 @@ class FakeCuda(object):
             def execute_async_v2(self, bindings, stream_handle):
                 return self._execute(dict((n, p) for (n, _, _), p in zip(self.engine.io, bindings)))
 
+        if tensor_api:
+            ExecutionContext.set_input_shape = lambda self, name, shape: self._set_batch(shape)
+            ExecutionContext.get_tensor_shape = lambda self, name: self._shape(name)
+        else:
+            ExecutionContext.set_binding_shape = lambda self, index, shape: self._set_batch(shape)
+            ExecutionContext.get_binding_shape = lambda self, index: self._shape(self.engine.io[index][0])
         if not tensor_api:
             del ExecutionContext.set_tensor_address, ExecutionContext.execute_async_v3
         if major >= 10:

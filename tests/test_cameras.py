@@ -97,6 +97,44 @@ def test_an_upload_is_run_by_the_shared_detectors(red_square_model):
     assert threads == {"detect-loop"}
 
 
+def test_frames_of_several_cameras_inferred_as_one_batch_go_back_to_their_cameras(tmp_path):
+    """An engine that takes a batch (--batch 3, a symbolic batch): a free detector takes the
+    frames of every camera waiting, and each camera gets the detections of its own frame."""
+    import cv2
+    import numpy as np
+    import onnx_models
+    model = onnx_models.red_square(tmp_path / "zoo_like.onnx", batch=onnx_models.ZOO_BATCH)
+    pictures = {"red": np.zeros((240, 320, 3), np.uint8), "black": np.zeros((240, 320, 3), np.uint8)}
+    pictures["red"][80:160, 100:200] = (0, 0, 255)
+    for name, picture in pictures.items():
+        (tmp_path / name).mkdir()
+        cv2.imwrite(str(tmp_path / name / "picture.png"), picture)
+    detector = Detector(model, backend="onnxruntime", frames_in_flight=1, batch=3, cameras=3)
+    infer, batches = detector.engine.infer, []
+
+    def noting_infer(blob):
+        batches.append(blob.shape[0])
+        time.sleep(0.05)  # slower than the cameras: their frames wait together
+        return infer(blob)
+    detector.engine.infer = noting_infer
+    pool = DetectorPool(detector)
+    cameras = [Camera(open_source(str(tmp_path / folder), fps=20), detector, tracker=Tracker(name), pool=pool)
+               for name, folder in (("a", "red"), ("b", "black"), ("c", "red"))]
+    pool.start()
+    for camera in cameras:
+        camera.start()
+    try:
+        assert wait_until(lambda: all(camera.counters["frames_published"] >= 5 for camera in cameras), 15)
+        found = [camera.latest_frame().detections for camera in cameras]
+    finally:
+        for camera in cameras:
+            camera.stop()
+        pool.stop(time.monotonic() + 5)
+    assert pool.batch == 3 and max(batches) == 3
+    assert found[0] and not found[1] and found[2]
+    assert {d.label for d in found[0] + found[2]} == {"aeroplane"}
+
+
 def test_max_viewers_counts_every_camera_together():
     limit = ViewerLimit(2)
     limit.take()

@@ -71,6 +71,74 @@ def test_a_model_with_a_symbolic_batch_builds_for_a_batch_of_one(version, monkey
     engine.close()
 
 
+@pytest.mark.parametrize("version", ["8.2.1", "8.6.1", "10.3.0"])
+def test_several_cameras_build_an_engine_for_a_batch_of_their_frames(version, monkeypatch, tmp_path, caplog):
+    """Three cameras and a symbolic batch: an engine with a 1..3 profile (tuned for 3), cached
+    under a key of its own, that runs batches of 1, 2 or 3 frames, each row as a frame alone;
+    the execution context is told each batch (set_binding_shape in 8.2, set_input_shape since)."""
+    import onnx_models
+    model = onnx_models.red_square(tmp_path / "zoo_like.onnx", batch=onnx_models.ZOO_BATCH)
+    frames = (np.random.RandomState(5).rand(3, 3, 416, 416) * 255).astype(np.float32)
+    frames[1, 2, 100:200, 100:200] = 255  # a red square in the second frame only
+    fake = FakeCuda(trt_version=version)
+    engine = open_engine(fake, monkeypatch, model, tmp_path, cameras=3)
+    assert engine.max_batch == 3 and "batches of up to 3" in engine.detail
+    assert fake.profiles == [{"image": ((1, 3, 416, 416), (3, 3, 416, 416), (3, 3, 416, 416))}]
+    reference = create_engine(model, "onnxruntime")
+    alone = [reference.infer(frames[index:index + 1]) for index in range(3)]
+    for count in (3, 1, 2, 3):
+        together = engine.infer(frames[:count])
+        assert together.shape == (count,) + alone[0].shape[1:]
+        for row in range(count):
+            np.testing.assert_allclose(together[row:row + 1], alone[row], atol=1e-4)
+    with pytest.raises(RuntimeError, match="TensorRT refused a batch of 4 frames"):
+        engine.infer(np.concatenate([frames, frames[:1]]))
+    engine.close()
+    single = open_engine(fake, monkeypatch, model, tmp_path)  # one camera: the engine of a batch of one
+    assert single.max_batch == 1 and len(fake.builds) == 2 and len(engine_files(tmp_path)) == 2
+    single.close()
+    open_engine(fake, monkeypatch, model, tmp_path, batch=3, cameras=1).close()  # --batch 3: the cached one
+    assert len(fake.builds) == 2
+    assert fake.pushes == fake.pops and fake.contexts == [] and fake.destroyed_without_context == []
+
+
+def test_a_model_with_a_fixed_batch_runs_the_cameras_frames_one_at_a_time(monkeypatch, tmp_path, small_model,
+                                                                          caplog):
+    with caplog.at_level(logging.INFO, logger="streamdetect.engine"):
+        engine = open_engine(FakeCuda(), monkeypatch, small_model, tmp_path, cameras=3)
+    assert engine.max_batch == 1 and "has a fixed batch of one" in caplog.text
+    engine.close()
+
+
+def test_an_int8_engine_for_a_batch_calibrates_with_batches_of_one(monkeypatch, tmp_path):
+    import cv2
+    import onnx_models
+    model = onnx_models.red_square(tmp_path / "zoo_like.onnx", batch=onnx_models.ZOO_BATCH)
+    images = tmp_path / "calibration"
+    images.mkdir()
+    cv2.imwrite(str(images / "0.png"), np.full((60, 80, 3), 90, np.uint8))
+    fake = FakeCuda(fast_int8=True)
+    engine = open_engine(fake, monkeypatch, model, tmp_path, precision="int8", calibration_images=str(images),
+                         cameras=2)
+    one = (1, 3, 416, 416)
+    assert fake.calibration_profiles == [{"image": (one, one, one)}] and fake.calibration_maxima == [90.0]
+    assert engine.max_batch == 2
+    engine.close()
+
+
+def test_onnx_runtime_batches_only_where_asked_on_the_cpu(tmp_path):
+    """On the CPU a batch was measured no faster than frames one by one (docs/benchmarks.md):
+    several cameras run one frame at a time unless --batch asks otherwise."""
+    import onnx_models
+    model = onnx_models.red_square(tmp_path / "zoo_like.onnx", batch=onnx_models.ZOO_BATCH)
+    assert create_engine(model, "onnxruntime", cameras=3).max_batch == 1
+    engine = create_engine(model, "onnxruntime", cameras=3, batch=3)
+    frames = (np.random.RandomState(5).rand(3, 3, 416, 416) * 255).astype(np.float32)
+    together = engine.infer(frames)
+    for row in range(3):
+        np.testing.assert_allclose(together[row:row + 1], engine.infer(frames[row:row + 1]), atol=1e-4)
+
+
 @pytest.mark.parametrize("version", ["8.2.1", "10.3.0"])
 def test_an_engine_that_numbers_its_output_first_still_runs(version, monkeypatch, tmp_path, small_model, blob):
     engine = open_engine(FakeCuda(trt_version=version, outputs_first=True), monkeypatch, small_model, tmp_path)
