@@ -22,7 +22,7 @@ from drawing import draw_banner, draw_detections, draw_overlay, encode_opencv, f
 from errors import SourceError
 from parsing import DEFAULT_CAMERA
 from pictures import fitted
-from scheduler import DetectorPool
+from scheduler import DetectorPool, shown_by_name
 from tracking import Tracker
 from watchdog import Watchdog
 
@@ -116,7 +116,7 @@ class Camera(object):
         if self._own_pool:
             self.pool.start()
         for name, target in (("capture_loop", self._capture_loop), ("render_loop", self._render_loop)):
-            thread = threading.Thread(target=_named(target), name="camera-" + name)
+            thread = threading.Thread(target=shown_by_name(target), name="camera-" + name)
             thread.daemon = True
             thread.start()
             self._threads.append(thread)
@@ -557,16 +557,3 @@ class CameraLog(logging.LoggerAdapter):
 
     def process(self, msg, kwargs):
         return "{}: {}".format(self.extra, msg), kwargs
-
-
-def _named(target):
-    """Run `target` in a thread that `top -H` and profilers show by its Python name."""
-    def run():
-        try:
-            import ctypes
-            name = threading.current_thread().name[:15].encode()
-            ctypes.CDLL("libc.so.6").prctl(15, ctypes.c_char_p(name), 0, 0, 0)  # PR_SET_NAME
-        except (OSError, AttributeError):
-            pass  # not Linux: names only matter for profiling
-        target()
-    return run

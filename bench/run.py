@@ -31,7 +31,9 @@ import onnx_models  # noqa: E402
 from clients import cpu_seconds, descendants, process_usage, thread_cpu, watch_many  # noqa: E402
 from drawing import jpeg_encoders  # noqa: E402
 from get_engine import create_engine  # noqa: E402
+from measure import inference_rate, own_cpu_seconds, random_blob, time_per_call, wait_until_idle  # noqa: E402
 from mqtt_events import EventPublisher  # noqa: E402
+from several_cameras import bench_cameras  # noqa: E402
 from sources import CAPTURE_LIMITS  # noqa: E402
 from sources.synthetic import SyntheticSource  # noqa: E402
 from streaming import Server, free_port  # noqa: E402
@@ -57,44 +59,6 @@ class Results(object):
         lines = [header, "", "| benchmark | figure | goal | |", "|---|---:|---|---|"]
         lines += ["| {} | {} | {} | {} |".format(*row) for row in self.rows]
         return "\n".join(lines)
-
-
-def time_per_call(function, seconds, min_calls=3):
-    """Mean seconds per call of `function`, run for about `seconds`."""
-    function()
-    calls, started = 0, time.perf_counter()
-    while calls < min_calls or time.perf_counter() - started < seconds:
-        function()
-        calls += 1
-    return (time.perf_counter() - started) / calls
-
-
-def own_cpu_seconds():
-    """CPU seconds this benchmark process (the viewers' client) has used."""
-    times = os.times()
-    return times.user + times.system
-
-
-def random_blob(seed=0):
-    """A model input of random pixels."""
-    return (np.random.RandomState(seed).rand(1, 3, 416, 416) * 255).astype(np.float32)
-
-
-def inference_rate(engine, seconds):
-    """Frames per second of `engine` alone on the machine, with as many frames at once
-    as the pipeline gives it (engine.frames_in_flight), and its mean time per frame."""
-    blob = random_blob()
-    engine.infer(blob)
-    rates = []
-
-    def caller():
-        rates.append(1.0 / time_per_call(lambda: engine.infer(blob), seconds))
-    callers = [threading.Thread(target=caller) for _ in range(engine.frames_in_flight)]
-    for thread in callers:
-        thread.start()
-    for thread in callers:
-        thread.join()
-    return sum(rates), float(np.mean([1.0 / rate for rate in rates]))
 
 
 def bench_inference(results, model_path, seconds, rounds):
@@ -197,16 +161,6 @@ def bench_events(results, seconds):
     per_frame = time_per_call(one_frame, seconds)
     results.add("(7) event path per frame: tracking 5 objects + handing events to MQTT",
                 "{:.3f} ms".format(per_frame * 1000), "<= 0.3 ms", per_frame * 1000 <= 0.3)
-
-
-def wait_until_idle(server, timeout=10.0):
-    """Until the server's pipeline has paused for lack of viewers (--idle-stop)."""
-    deadline = time.time() + timeout
-    while server.stats()["state"] != "idle":
-        if time.time() > deadline:
-            raise RuntimeError("the server did not pause without viewers:\n" + server.log())
-        time.sleep(0.1)
-    time.sleep(0.2)  # the inference under way when it paused
 
 
 class StageSampler(object):
@@ -478,6 +432,7 @@ def main(argv=None):
         os.environ["STREAMDETECT_HOME"] = os.path.join(workdir, "home")  # the INT8 model's cache, the servers' too
         bench_int8(results, model_path, seconds, stream_rounds // 2 or 1, workdir)
         bench_stream(results, model_path, seconds, stream_rounds // 2 or 1, int8=int8_options(workdir))
+        bench_cameras(results, model_path, stream_seconds / 2, stream_rounds // 2 or 1)
         bench_latency_at_30(results, model_path, stream_seconds)
         bench_production(results, model_path, seconds, viewer_rounds, churn_seconds)
         bench_viewer_cost(results, stream_seconds)
