@@ -191,3 +191,30 @@ def test_a_broker_url_is_taken_apart_and_its_password_never_shown(capsys):
         build_parser().parse_args(["serve", "--mqtt", "mqtt://home:s3cret@broker.local:70000"])
     said = capsys.readouterr().err
     assert "--mqtt: the port is not a number from 1 to 65535" in said and "s3cret" not in said
+
+
+def test_several_cameras_publish_under_their_own_names(tmp_path, red_square_model):
+    """Two cameras on one server: each its events, counts and Home Assistant sensors under its
+    name; the one that never sees the square counts 0 and sends no event."""
+    (tmp_path / "door").mkdir()
+    (tmp_path / "yard").mkdir()
+    door = comings_and_goings(tmp_path / "door")
+    cv2.imwrite(str(tmp_path / "yard" / "empty.png"), np.full((416, 416, 3), 90, np.uint8))
+    with broker() as port:
+        subscriber = Subscriber(port)
+        try:
+            with Server("serve", "--source", "door=" + door, "--source", "yard=" + str(tmp_path / "yard"),
+                        "--fps", "4", "--model", red_square_model, "--track-timeout", "0.4",
+                        "--mqtt", "mqtt://127.0.0.1:{}/{}".format(port, PREFIX)):
+                assert wait_until(lambda: subscriber.values(PREFIX + "/door/aeroplane")[:2] == ["0", "1"], 15)
+                assert wait_until(lambda: subscriber.values(PREFIX + "/door/events"), 5)
+            door_events = [json.loads(text) for text in subscriber.values(PREFIX + "/door/events")]
+            assert door_events and {event["camera"] for event in door_events} == {"door"}
+            assert subscriber.values(PREFIX + "/yard/events") == []
+            assert set(subscriber.values(PREFIX + "/yard/aeroplane")) == {"0"}
+            for camera in ("door", "yard"):
+                config = json.loads(subscriber.values(
+                    "homeassistant/sensor/{}_{}_aeroplane/config".format(PREFIX, camera))[0])
+                assert config["state_topic"] == "{}/{}/aeroplane".format(PREFIX, camera)
+        finally:
+            subscriber.close()
