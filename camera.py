@@ -126,7 +126,7 @@ class Camera(object):
     def stop(self, timeout=5.0):
         self._stop.set()
         self._wake.set()
-        self.pool.wake_all()
+        self.pool.leave(self.handover)
         with self._detected:
             self._detected.notify_all()
         deadline = time.monotonic() + timeout
@@ -135,7 +135,8 @@ class Camera(object):
         self.state = "stopped"
         if self.events is not None:
             self.events.publish(self.tracker.camera, self.tracker.end_all(time.time()), {})
-        self._publish_status("stopped")
+        with self._render_lock:  # after a frame being drawn, and before none: _render checks _stop
+            self._publish_status("stopped")
         if self._own_pool:
             self.pool.stop(deadline)
 
@@ -456,6 +457,8 @@ class Camera(object):
         """Decode the detections, draw, encode and publish, unless a later frame was published
         already (overtaken on another detector): viewers never see time go back."""
         with self._render_lock:
+            if self._stop.is_set():
+                return  # the shared detectors outlive the camera: its viewers have the 'stopped' picture
             if number < self._newest_rendered:
                 self.handover.count_overtaken()
                 return

@@ -101,6 +101,11 @@ class DetectorPool(object):
             self.mailboxes.append(mailbox)
             return mailbox
 
+    def leave(self, mailbox):
+        """Serve `mailbox` no more (its camera has stopped): a frame still waiting is not run."""
+        with self.work:
+            self.mailboxes = [box for box in self.mailboxes if box is not mailbox]
+
     def start(self):
         for slot in range(self.slots):
             thread = threading.Thread(target=shown_by_name(functools.partial(self._detect_loop, slot)),

@@ -135,6 +135,26 @@ def test_frames_of_several_cameras_inferred_as_one_batch_go_back_to_their_camera
     assert {d.label for d in found[0] + found[2]} == {"aeroplane"}
 
 
+def test_a_camera_stopped_while_the_shared_detectors_run_its_frame_stays_stopped(red_square_model):
+    """The pool outlives a camera it serves: a frame of the camera's that a detector was
+    inferring when it stopped, or one still waiting, is not shown after the 'stopped' picture."""
+    detector = slowed(Detector(red_square_model, backend="onnxruntime", frames_in_flight=2), 0.3)
+    pool = DetectorPool(detector).start()
+    camera = Camera(open_source("test://?fps=30"), detector, pool=pool).start()
+    other = Camera(open_source("test://?fps=30"), detector, tracker=Tracker("other"), pool=pool).start()
+    try:
+        assert wait_until(lambda: camera.counters["frames_published"] >= 2, 10)
+        assert wait_until(lambda: camera.handover.busy_since, 5)  # one of its frames is being inferred
+        camera.stop()
+        stopped = camera.latest_frame()
+        published = other.counters["frames_published"]
+        assert wait_until(lambda: other.counters["frames_published"] >= published + 3, 10)  # the pool goes on
+    finally:
+        other.stop()
+        pool.stop(time.monotonic() + 5)
+    assert stopped.status == "stopped" and camera.latest_frame() is stopped
+
+
 def test_max_viewers_counts_every_camera_together():
     limit = ViewerLimit(2)
     limit.take()
