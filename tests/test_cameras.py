@@ -303,3 +303,17 @@ def test_chromium_shows_every_camera_on_the_grid_through_nginx(red_square_model,
         page.wait_for_function("document.getElementById('stream').naturalWidth > 0", timeout=15000)
         assert "/cameras/yard/video_feed?" in page.evaluate("document.getElementById('stream').src")
         page.wait_for_function("document.getElementById('source').textContent.startsWith('test://')", timeout=10000)
+
+
+def test_one_camera_whose_read_never_returns_ends_the_server_while_the_other_streams(red_square_model):
+    """--exit-on-hang watches each camera: the hung one's device is held until the process ends,
+    however well the others stream."""
+    with Server("serve", "--source", "good=test://?fps=10", "--source", "hung=test://?hang_after=20",
+                "--exit-on-hang", "1", "--model", red_square_model) as server:
+        server.process.wait(20)
+        assert server.process.returncode == 3
+        log = server.log(last=None)
+        assert re.search(r"no frame from test://\?hang_after=20 for [5-9] s: a driver call that does not "
+                         r"return holds the device", log)
+        assert "hung: state starting -> streaming" in log and "good: pipeline started" in log
+        assert "Traceback" not in log
