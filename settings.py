@@ -370,6 +370,10 @@ def add_model_commands(commands, common):
         description="Build the TensorRT engine for the model (minutes on a Jetson Nano) into the cache "
                     "($STREAMDETECT_HOME/engines) and print its path. The server then starts at once.")
     add_model_options(build)
+    build.add_argument("--batch", type=count, default=env("BATCH", 1), metavar="N",
+                       help="build for batches of 1 to N frames, as a server of N cameras uses (or its --batch "
+                            "N), where the model's batch dimension is symbolic; 0 or 1: one frame "
+                            "(default %(default)s)")
 
     commands.add_parser(
         "check", parents=[common], help="show what this machine offers and what auto will use",

@@ -356,6 +356,13 @@ def test_build_engine_and_compare_commands(monkeypatch, tmp_path, small_model, c
     assert app.main(["build-engine", "--model", small_model]) == 0
     path = capsys.readouterr().out.strip()
     assert path.endswith(".engine") and os.path.isfile(path)
+    import onnx_models
+    zoo_like = onnx_models.red_square(tmp_path / "zoo_like.onnx", batch=onnx_models.ZOO_BATCH)
+    assert app.main(["build-engine", "--model", str(zoo_like), "--batch", "3"]) == 0  # for a server of 3 cameras
+    for_three = capsys.readouterr().out.strip()
+    engine = TensorRTEngine(str(zoo_like), os.path.dirname(for_three), cameras=3)
+    assert engine.engine_path == for_three and engine.max_batch == 3
+    engine.close()
     assert app.main(["compare", "--model", small_model, "--backends", "tensorrt,onnxruntime,opencv",
                      "--frames", "2", "--repeat", "1", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
