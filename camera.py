@@ -134,7 +134,7 @@ class Camera(object):
             thread.join(max(0.0, deadline - time.monotonic()))
         self.state = "stopped"
         if self.events is not None:
-            self.events.publish(self.tracker.camera, self.tracker.end_all(time.time()), {})
+            self.events.publish(self.name, self.tracker.end_all(time.time()), {})
         with self._render_lock:  # after a frame being drawn, and before none: _render checks _stop
             self._publish_status("stopped")
         if self._own_pool:
@@ -337,7 +337,7 @@ class Camera(object):
         # One detector: preparing the next frame here overlaps with its inference. Several:
         # every core is inferring anyway, so each detector prepares the frame it takes and
         # no frame that is dropped unseen costs a preparation.
-        prepare_here = self.handover.slots == 1
+        prepare_here = self.pool.slots == 1
         ended = grabbed = False
         interval, previous = 0.0, None  # the source's time between frames, a moving average
         try:
@@ -383,9 +383,9 @@ class Camera(object):
         smaller = fitted(frame, self.source.fit)
         if smaller is not frame and not self._fit_told:
             self._fit_told = True
-            self.log.info("%s gives %dx%d frames: they are shown scaled down to %dx%d, to fit %dx%d (--width, --height)",
-                     self.source.uri, frame.shape[1], frame.shape[0], smaller.shape[1], smaller.shape[0],
-                     *self.source.fit)
+            self.log.info("%s gives %dx%d frames: they are shown scaled down to %dx%d, to fit %dx%d "
+                          "(--width, --height)", self.source.uri, frame.shape[1], frame.shape[0], smaller.shape[1],
+                          smaller.shape[0], *self.source.fit)
         return smaller
 
     def _source_down(self, reason, failures):
@@ -473,19 +473,20 @@ class Camera(object):
                 self._average("latency_ms", (time.time() - captured_at) * 1000.0)
             except Exception:
                 if not self._render_failures:
-                    self.log.exception("decoding, drawing or encoding failed; frames are skipped until it works again")
+                    self.log.exception("decoding, drawing or encoding failed; frames are skipped until it works "
+                                       "again")
                 self._render_failures += 1
                 return
             if self._render_failures:
                 self.log.warning("decoding, drawing and encoding work again, after %d frames skipped",
-                            self._render_failures)
+                                 self._render_failures)
                 self._render_failures = 0
 
     def _track(self, detections, now, number):
         """Give `detections` their objects' ids; their events and counts go to `events`."""
         found = self.tracker.update(detections, now, number)
         if self.events is not None:
-            self.events.publish(self.tracker.camera, found, self.tracker.counts())
+            self.events.publish(self.name, found, self.tracker.counts())
 
     def _show_stall(self):
         """Mark the picture STALLED, once, when the source stops giving frames without failing or
@@ -496,8 +497,8 @@ class Camera(object):
             if stalled and not self._stall_shown:
                 self._stall_shown = True
                 self.log.warning("%s; waiting for it, %s", why,
-                            "at most {:g} s (--exit-on-hang)".format(self.watchdog.hang_seconds)
-                            if self.watchdog.on_hang is not None else "without end (--exit-on-hang 0)")
+                                 "at most {:g} s (--exit-on-hang)".format(self.watchdog.hang_seconds)
+                                 if self.watchdog.on_hang is not None else "without end (--exit-on-hang 0)")
                 self._publish_status("stalled", why)
             self.watchdog.check_hang(now, stalled, why, self.handover.longest_inference(now))
 

@@ -94,9 +94,7 @@ class LazyCameras(object):
         there is none, 404 for a name no camera has."""
         if name is not None:
             self.require(name)
-        cameras = self.cameras
-        if cameras is None:
-            cameras = self._started_or_starting()
+        cameras = self.cameras or self._started_or_starting()
         return cameras[name] if name is not None else next(iter(cameras.values()))
 
     def all(self):

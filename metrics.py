@@ -33,26 +33,26 @@ def camera_families(every):
     `every`: [(camera, its stats)]."""
     def family(kind, name, help_text, labels=()):
         return kind("streamdetect_" + name, help_text, labels=["camera"] + list(labels))
-    families = {name: family(CounterMetricFamily, name, name.replace("_", " "))
+    # The stats each given as they are, by their names in /api/stats.
+    as_given = {name: family(CounterMetricFamily, name, name.replace("_", " "))
                 for name in ("frames_captured", "frames_decoded", "frames_inferred", "frames_dropped",
                              "frames_published", "reconnects")}
-    families["fps"] = family(GaugeMetricFamily, "fps", "frames per second delivered to viewers")
-    for name, help_text in TIMES:
-        families[name] = family(GaugeMetricFamily, name + "_seconds", help_text + ", moving average")
-    families["viewers"] = family(GaugeMetricFamily, "viewers", "viewers connected to /video_feed or /api/events")
-    families["source_up"] = family(GaugeMetricFamily, "source_up", "1 while the source streams")
+    as_given["fps"] = family(GaugeMetricFamily, "fps", "frames per second delivered to viewers")
+    as_given["viewers"] = family(GaugeMetricFamily, "viewers", "viewers connected to /video_feed or /api/events")
+    times = {name: family(GaugeMetricFamily, name + "_seconds", help_text + ", moving average")
+             for name, help_text in TIMES}
+    source_up = family(GaugeMetricFamily, "source_up", "1 while the source streams")
     # One series per state, 1 for the current one: a label that changed with the
     # state would end one series and begin another at every change.
     states = family(GaugeMetricFamily, "state", "the pipeline's state", ["state"])
     objects = family(GaugeMetricFamily, "objects", "objects of each class in the latest frame", ["label"])
     for camera, stats in every:
         name = camera.name
-        for counter in ("frames_captured", "frames_decoded", "frames_inferred", "frames_dropped",
-                        "frames_published", "reconnects", "fps", "viewers"):
-            families[counter].add_metric([name], stats[counter])
-        for time_name, _ in TIMES:
-            families[time_name].add_metric([name], round(stats[time_name + "_ms"] / 1000.0, 6))
-        families["source_up"].add_metric([name], 1.0 if stats["state"] == "streaming" else 0.0)
+        for key, metric in as_given.items():
+            metric.add_metric([name], stats[key])
+        for key, metric in times.items():
+            metric.add_metric([name], round(stats[key + "_ms"] / 1000.0, 6))
+        source_up.add_metric([name], 1.0 if stats["state"] == "streaming" else 0.0)
         for state in Camera.STATES:
             states.add_metric([name, state], 1.0 if stats["state"] == state else 0.0)
         # Every class the server reports, 0 when absent: a series that vanished
@@ -61,7 +61,7 @@ def camera_families(every):
         counts = collections.Counter(detection.label for detection in (latest.detections if latest else ()))
         for label in camera.detector.class_names() or camera.detector.labels:
             objects.add_metric([name, label], counts[label])
-    return list(families.values()) + [states, objects]
+    return list(as_given.values()) + list(times.values()) + [source_up, states, objects]
 
 
 # The moving averages of where a frame's time goes, as /api/stats names them without _ms.

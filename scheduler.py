@@ -37,10 +37,6 @@ class Mailbox(object):
         self.served_at = 0.0  # when a detector last took one of its frames
         self.busy_since = {}  # detector slot -> when it took this camera's frame it infers
 
-    @property
-    def slots(self):
-        return self.pool.slots
-
     def taken_before_next(self, now, interval):
         """Whether a detector may take a frame before the source delivers the next one; if
         not, the frame just grabbed would be replaced unseen (newest wins), and decoding it

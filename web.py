@@ -154,8 +154,9 @@ def index():
     names = lazy_cameras().names
     if len(names) == 1:
         return live_page(None)
+    max_fps = viewer_fps()
     return not_kept(render_template("cameras.html", token=request.args.get("token", ""), cameras=names,
-                                    fps="{:g}".format(viewer_fps()) if viewer_fps() else None))
+                                    fps="{:g}".format(max_fps) if max_fps else None))
 
 
 @routes.route("/cameras/<name>/")
@@ -238,7 +239,8 @@ def api_stats(name=None):
     camera = lazy_cameras().get(name)
     stats = camera.stats()
     if name is None:
-        stats["cameras"] = {each.name: camera_stats(each.stats()) for each in lazy_cameras().all()}
+        stats["cameras"] = {each.name: camera_stats(stats if each is camera else each.stats())
+                            for each in lazy_cameras().all()}
     if viewer:
         stats["viewer_connected"] = camera.is_watching(viewer)
     return jsonify(stats)
